@@ -1,0 +1,16 @@
+"""Hydra entry point: `python launch.py [overrides]`, or `python launch.py -m ...` for a sweep."""
+
+import hydra
+from omegaconf import DictConfig
+
+import rlvr_sweeps.resolvers  # noqa: F401 - registers the resolvers the configs use
+from rlvr_sweeps.train import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Reward functions in TRL's convention: f(prompts, completions, **dataset_columns) -> list[float].
+
+`answer` is the dataset column with the gold answer. Completions are strings, or chats whose last
+message holds the text.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from .errors import UserError
+from .verifier import MathVerifier
+
+
+def completion_text(completion) -> str:
+    if isinstance(completion, str):
+        return completion
+    return completion[-1]["content"] if completion else ""
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...} with balanced braces, or None; linear in the text."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for i in range(begin, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            if depth == 0:
+                return text[begin:i]
+            depth -= 1
+    return None
+
+
+def make_accuracy_reward(verifier: MathVerifier):
+    def accuracy_reward(completions, answer, **kwargs) -> list[float]:
+        """1.0 when the final answer equals the gold answer by math-verify (gold first), else 0.0."""
+        verdicts = verifier.verify_many(list(answer), [completion_text(c) for c in completions])
+        return [1.0 if v.correct else 0.0 for v in verdicts]
+
+    return accuracy_reward
+
+
+def make_format_reward(max_chars: int):
+    def format_reward(completions, **kwargs) -> list[float]:
+        """1.0 when the completion ends its reasoning with a non-empty \\boxed{...}, else 0.0."""
+        boxed = [last_boxed(completion_text(c)[-max_chars:]) for c in completions]
+        return [1.0 if b is not None and b.strip() else 0.0 for b in boxed]
+
+    return format_reward
+
+
+def build_reward_functions(reward_cfg: DictConfig, verifier: MathVerifier) -> tuple[list, list[float]]:
+    """The reward functions named in reward.weights, and their weights in the same order."""
+    factories = {
+        "accuracy": lambda: make_accuracy_reward(verifier),
+        "format": lambda: make_format_reward(int(reward_cfg.max_chars)),
+    }
+    unknown = [name for name in reward_cfg.weights if name not in factories]
+    if unknown:
+        raise UserError(f"Unknown reward function(s) {unknown} in reward.weights; available: {sorted(factories)}.")
+    if not reward_cfg.weights:
+        raise UserError("reward.weights is empty: name at least one reward function, e.g. reward.weights.accuracy=1.0.")
+    functions = [factories[name]() for name in reward_cfg.weights]
+    return functions, [float(w) for w in reward_cfg.weights.values()]

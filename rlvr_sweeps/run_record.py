@@ -1,0 +1,138 @@
+"""One self-describing folder per run: config.yaml, metrics.jsonl, summary.json, checkpoints/.
+
+The folder's path is a function of the run's overrides (see conf/config.yaml), so a relaunch of
+the same sweep finds it again. Files are written so that a crash never leaves them half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+from transformers import TrainerCallback
+
+SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify", "hydra-core",
+            "submitit", "wandb", "vllm", "reasoning-gym", "rlvr-sweeps")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def scrub_secrets(value):
+    """A copy of a config tree with every secret-looking key's value replaced."""
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if any(w in str(k).lower() for w in SECRET_WORDS) else scrub_secrets(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_secrets(v) for v in value]
+    return value
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class RunRecord:
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+        self.config_path = self.dir / "config.yaml"
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.summary_path = self.dir / "summary.json"
+        self.checkpoints_dir = self.dir / "checkpoints"
+        self.final_dir = self.dir / "final"
+
+    def write_config(self, config: dict) -> None:
+        atomic_write(self.config_path, yaml.safe_dump(scrub_secrets(config), sort_keys=False))
+
+    def read_summary(self) -> dict | None:
+        try:
+            return json.loads(self.summary_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def update_summary(self, **fields) -> dict:
+        summary = self.read_summary() or {}
+        summary.update(fields)
+        summary["updated_at"] = now_iso()
+        atomic_write(self.summary_path, json.dumps(summary, indent=2, default=str) + "\n")
+        return summary
+
+    def append_metrics(self, record: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(record, default=float) + "\n")
+            handle.flush()
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        lines = self.metrics_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def drop_metrics_after(self, step: int) -> int:
+        """Forget records of steps after `step` (they are redone after a resume); returns how many."""
+        records = self.read_metrics()
+        kept = [r for r in records if r.get("step", 0) <= step]
+        atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        return len(records) - len(kept)
+
+
+class MetricsCallback(TrainerCallback):
+    """Appends every logged training step to metrics.jsonl."""
+
+    def __init__(self, record: RunRecord, meter):
+        self.record = record
+        self.meter = meter
+        self.train_summary: dict = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = dict(logs or {})
+        if "train_runtime" in logs:  # the trainer's end-of-training totals: a summary, not a step
+            self.train_summary = logs
+            return
+        self.record.append_metrics({"step": state.global_step, "elapsed_s": round(self.meter.elapsed_s, 3), **logs})
+
+
+def provenance() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "versions": versions,
+        "git_commit": _git_commit(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -1,0 +1,89 @@
+"""Weights & Biases: one W&B run per run folder, online when possible, offline when not.
+
+The API key comes from the environment (WANDB_API_KEY) or `wandb login`; it is never read from or
+written to a config. When W&B cannot be reached, the run goes on offline in its run folder and
+says which `wandb sync` command uploads it later; metrics are always kept locally as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Tracking:
+    backend: str = "none"
+    mode: str | None = None
+    run_id: str | None = None
+    sync_dir: str | None = None
+    note: str | None = None
+    _run: object = field(default=None, repr=False)
+
+    @property
+    def report_to(self) -> list[str]:
+        return ["wandb"] if self._run is not None else []
+
+    def describe(self) -> dict:
+        info = {"backend": self.backend, "mode": self.mode, "run_id": self.run_id, "dir": self.sync_dir, "note": self.note}
+        if self.mode == "offline" and self.sync_dir:
+            info["sync_command"] = f"wandb sync {self.sync_dir}"
+        return info
+
+    def finish(self, summary: dict | None = None, exit_code: int = 0) -> None:
+        if self._run is None:
+            return
+        try:
+            if summary:
+                self._run.summary.update(summary)
+            self._run.finish(exit_code=exit_code)
+        except Exception as err:  # noqa: BLE001 - never lose a finished run to a tracking failure
+            log.warning("W&B could not finish cleanly (%s); the local run record is complete.", err)
+        self._run = None
+
+
+def start_tracking(logger_cfg: DictConfig, run_dir: str, *, run_id: str, name: str, group: str, tags: list[str], config: dict) -> Tracking:
+    if logger_cfg.backend == "none":
+        return Tracking()
+    import wandb
+
+    os.environ.setdefault("WANDB_LOG_MODEL", "false")  # checkpoints stay in the run folder
+    common = dict(project=logger_cfg.project, entity=logger_cfg.entity, id=run_id, name=name, group=group,
+                  tags=tags, config=config, dir=run_dir, resume="allow")
+    note = None
+    if logger_cfg.mode == "online":
+        if not _has_credentials():
+            note = "no W&B credentials (set WANDB_API_KEY or run `wandb login`)"
+        else:
+            try:
+                settings = wandb.Settings(init_timeout=float(logger_cfg.init_timeout_s), silent=True)
+                run = wandb.init(mode="online", settings=settings, **common)
+                return Tracking("wandb", "online", run.id, run.dir, None, run)
+            except Exception as err:  # noqa: BLE001 - wandb raises CommError, UsageError, timeouts...
+                note = f"W&B unreachable ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+    elif logger_cfg.mode != "offline":
+        from .errors import UserError
+
+        raise UserError(f"logger.mode={logger_cfg.mode!r}: use online or offline.")
+    run = wandb.init(mode="offline", settings=wandb.Settings(silent=True), **common)
+    sync_dir = os.path.dirname(run.dir) if run.dir.endswith("files") else run.dir
+    if note:
+        log.warning("%s: logging offline to %s; upload later with `wandb sync %s`", note, sync_dir, sync_dir)
+    return Tracking("wandb", "offline", run.id, sync_dir, note, run)
+
+
+def _has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False

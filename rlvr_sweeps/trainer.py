@@ -1,0 +1,91 @@
+"""TRL's GRPOTrainer with PEFT LoRA, configured from the trainer, generation, lora and budget groups.
+
+`trainer.*` and `generation.*` keys are GRPOConfig fields under TRL's own names and pass through
+unchanged; the few fields other groups own are filled in here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+from omegaconf import DictConfig, OmegaConf
+from trl import GRPOConfig, GRPOTrainer
+
+from .errors import UserError
+from .hardware import Hardware
+
+# GRPOConfig fields that belong to another concept; setting them under trainer.* is refused.
+OWNED_ELSEWHERE = {
+    "max_steps": "budget.max_steps",
+    "reward_weights": "reward.weights",
+    "output_dir": "the run folder (paths.runs, name)",
+    "report_to": "logger",
+    "run_name": "the run's overrides",
+    "use_cpu": "the hardware (detected)",
+}
+
+
+def grpo_config(cfg: DictConfig, *, output_dir: str, hardware: Hardware, report_to: list[str], run_name: str,
+                reward_weights: list[float]) -> GRPOConfig:
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    kwargs = {}
+    for group in ("trainer", "generation"):
+        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
+            if key in OWNED_ELSEWHERE:
+                raise UserError(f"{group}.{key} is set by {OWNED_ELSEWHERE[key]}, not by {group}.*; remove it.")
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise UserError(f"{group}.{key} is not a field of TRL's GRPOConfig.{hint}")
+            kwargs[key] = value
+    if kwargs.get("bf16") is None:
+        kwargs["bf16"] = hardware.has_cuda
+    kwargs.update(
+        output_dir=output_dir,
+        max_steps=int(cfg.budget.max_steps) if cfg.budget.max_steps else -1,
+        reward_weights=reward_weights,
+        report_to=report_to or "none",
+        run_name=run_name,
+        use_cpu=not hardware.has_cuda,
+    )
+    try:
+        return GRPOConfig(**kwargs)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"TRL refused the trainer settings: {err}") from err
+
+
+def lora_config(lora_cfg: DictConfig):
+    """PEFT LoraConfig for lora.*; None (full fine-tuning) when lora.rank is null."""
+    if lora_cfg.rank is None:
+        return None
+    from peft import LoraConfig
+
+    rank = int(lora_cfg.rank)
+    if rank < 1:
+        raise UserError(f"lora.rank={rank}: use a positive rank, or lora=none for full fine-tuning.")
+    alpha = float(lora_cfg.alpha) if lora_cfg.alpha is not None else float(lora_cfg.alpha_ratio) * rank
+    target = lora_cfg.target_modules
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=float(lora_cfg.dropout),
+        target_modules=target if isinstance(target, str) else list(target),
+        use_rslora=bool(lora_cfg.use_rslora),
+        task_type="CAUSAL_LM",
+    )
+
+
+class BudgetedGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer that reports how many tokens each rollout generated, for the token budget."""
+
+    def __init__(self, *args, on_generated_tokens=None, **kwargs):
+        self._on_generated_tokens = on_generated_tokens
+        super().__init__(*args, **kwargs)
+
+    def _generate(self, prompts: list):
+        output = super()._generate(prompts)
+        completion_ids = output[1]
+        if self._on_generated_tokens is not None and self.model.training:
+            self._on_generated_tokens(sum(len(ids) for ids in completion_ids))
+        return output

@@ -1,0 +1,103 @@
+"""Reward functions on correct, incorrect and adversarial completions; real math-verify."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from omegaconf import OmegaConf
+
+from rlvr_sweeps.errors import UserError
+from rlvr_sweeps.rewards import build_reward_functions, last_boxed, make_accuracy_reward, make_format_reward
+from rlvr_sweeps.verifier import MathVerifier
+
+ADVERSARIAL = {
+    "deeply nested LaTeX": "\\boxed{" + "\\frac{" * 300 + "1" + "}{2}" * 300 + "}",
+    "1 MB string": "x" * 1_000_000 + "\\boxed{",
+    "huge exponent": "\\boxed{9^{9^{9^{9}}}}",
+    "huge factorial": "\\boxed{100000000!}",
+    "deep parentheses": "\\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}",
+}
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    v = MathVerifier(timeout_s=5.0)
+    yield v
+    v.close()
+
+
+def chat(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def test_accuracy_on_correct_and_incorrect_answers(verifier):
+    reward = make_accuracy_reward(verifier)
+    completions = ["so \\boxed{42}", "\\boxed{0.5}", "\\boxed{\\frac{138}{583}}", "\\boxed{13}", "no answer", ""]
+    answers = ["42", "1/2", "138/583", "12", "7", "7"]
+    assert reward(completions=completions, answer=answers) == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_accuracy_reads_chat_completions_and_gold_latex(verifier):
+    reward = make_accuracy_reward(verifier)
+    completions = [chat("Thus \\boxed{\\sqrt{3}/2}."), chat("\\boxed{-4}"), chat("\\boxed{4}")]
+    assert reward(completions=completions, answer=["\\frac{\\sqrt{3}}{2}", "-4", "-4"]) == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_completion_scores_zero_in_bounded_time(verifier, name):
+    started = time.monotonic()
+    assert make_accuracy_reward(verifier)(completions=[ADVERSARIAL[name]], answer=["42"]) == [0.0]
+    assert time.monotonic() - started < verifier.timeout_s + 1.0
+
+
+def test_adversarial_completions_in_a_worker_thread(verifier):
+    reward = make_accuracy_reward(verifier)
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(reward(completions=[*ADVERSARIAL.values(), "\\boxed{42}"], answer=["42"] * (len(ADVERSARIAL) + 1)))
+        except BaseException as err:  # noqa: BLE001
+            errors.append(err)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=len(ADVERSARIAL) * (verifier.timeout_s + 1) + 10)
+    assert not thread.is_alive() and not errors
+    assert results == [[0.0] * len(ADVERSARIAL) + [1.0]]
+
+
+def test_a_check_that_outlives_the_hard_limit_is_killed_and_the_verifier_recovers():
+    # math-verify's own timeouts are at least 1 s; a 0.3 s hard limit must end the check first
+    verifier = MathVerifier(timeout_s=0.3)
+    try:
+        verdict = verifier.verify("42", ADVERSARIAL["deeply nested LaTeX"])
+        assert verdict.error == "timeout" and not verdict.correct
+        assert verifier.verify("42", "\\boxed{42}").correct  # a fresh worker took over
+        assert verifier.killed_checks == 1
+    finally:
+        verifier.close()
+
+
+def test_format_reward_wants_a_non_empty_final_box():
+    reward = make_format_reward(max_chars=20_000)
+    completions = ["\\boxed{3}", "\\boxed{}", "\\boxed{ }", "no box", chat("a \\boxed{x^{2}} b"), "\\boxed{unclosed"]
+    assert reward(completions=completions) == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    started = time.monotonic()
+    assert reward(completions=[ADVERSARIAL["1 MB string"]]) == [0.0]
+    assert time.monotonic() - started < 1.0
+
+
+def test_last_boxed_balances_braces():
+    assert last_boxed("\\boxed{1} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert last_boxed("nothing") is None
+
+
+def test_reward_functions_and_weights_follow_the_config(verifier):
+    cfg = OmegaConf.create({"weights": {"accuracy": 1.0, "format": 0.25}, "max_chars": 100, "timeout_s": 5})
+    functions, weights = build_reward_functions(cfg, verifier)
+    assert [f.__name__ for f in functions] == ["accuracy_reward", "format_reward"] and weights == [1.0, 0.25]
+    with pytest.raises(UserError, match="available"):
+        build_reward_functions(OmegaConf.create({"weights": {"accuracy": 1.0, "lenght": 1.0}, "max_chars": 100}), verifier)
