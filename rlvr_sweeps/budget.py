@@ -128,11 +128,17 @@ class BudgetCallback(TrainerCallback):
         budget = self.meter.budget
         if budget.max_generated_tokens and self.meter.generated_tokens >= budget.max_generated_tokens:
             self._stop(control, MAX_TOKENS)
-        elif self.meter.elapsed_s + self.predicted_step_s() > budget.training_seconds:
+        elif self.meter.elapsed_s + self.predicted_step_s() + self._save_ahead(args, state) > budget.training_seconds:
             self._stop(control, WALL_CLOCK)
         elif budget.max_steps and state.global_step >= budget.max_steps:
             self.stop_reason = MAX_STEPS  # the trainer stops by itself at max_steps
         return control
+
+    def _save_ahead(self, args, state) -> float:
+        """The slowest save so far (with any evaluation at it) when the next step will save."""
+        saves_next = (args is not None and self.save_seconds and args.save_strategy == "steps" and args.save_steps
+                      and (state.global_step + 1) % args.save_steps == 0)
+        return max(self.save_seconds) if saves_next else 0.0
 
     def on_save(self, args, state, control, **kwargs):
         now = self._clock()

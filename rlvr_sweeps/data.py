@@ -1,8 +1,8 @@
 """Training problems with known answers, turned into prompts with the project's one template.
 
 Sources: reasoning-gym (procedural, offline) and datasets from the Hub or a local file or folder,
-with column mapping. Every problem becomes {"prompt", "answer", "problem_id"}; the reward
-functions read `answer` (TRL passes dataset columns to them by name).
+with column mapping. Every problem becomes {"prompt", "question", "answer", "problem_id"}; the
+reward functions read `answer` (TRL passes dataset columns to them by name).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def build_train_dataset(data_cfg: DictConfig, prompt_cfg: DictConfig, tokenizer)
 
     conversational = bool(getattr(tokenizer, "chat_template", None))
     rows = [
-        {"prompt": render_prompt(p["question"], prompt_cfg, conversational), "answer": p["answer"], "problem_id": p["problem_id"]}
+        {"prompt": render_prompt(p["question"], prompt_cfg, conversational), **p}
         for p in load_problems(data_cfg)
     ]
     log.info("Training on %d problems from %s (%s prompts)", len(rows), data_cfg.name, "chat" if conversational else "plain")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -21,10 +22,20 @@ class Hardware:
         return self.device == "cuda"
 
 
+def allocated_cpus() -> int:
+    """CPU cores this job may use: SLURM's allocation when there is one, else the affinity mask."""
+    return int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0)))
+
+
 def detect_hardware() -> Hardware:
     if torch.cuda.is_available():
         return Hardware("cuda", torch.cuda.get_device_name(0), torch.cuda.device_count())
-    return Hardware("cpu", "cpu", len(os.sched_getaffinity(0)))
+    return Hardware("cpu", "cpu", allocated_cpus())
+
+
+def use_allocated_cpus() -> None:
+    """Keep torch's threads within the job's CPUs: oversubscribed cores slow CPU training many-fold."""
+    torch.set_num_threads(max(1, allocated_cpus()))
 
 
 def resolve_dtype(name: str, hardware: Hardware) -> torch.dtype:
@@ -38,6 +49,10 @@ def resolve_dtype(name: str, hardware: Hardware) -> torch.dtype:
 
 def check_gpu_settings(cfg, hardware: Hardware) -> None:
     """Refuse, with the fix, settings that only run on a CUDA GPU when there is none."""
+    uses_vllm = cfg.generation.get("use_vllm") or cfg.eval.get("backend") == "vllm"
+    if uses_vllm and importlib.util.find_spec("vllm") is None:
+        raise UserError("vLLM is not installed: pip install -e '.[vllm]' on a GPU machine (make setup-vllm on CPU), "
+                        "or use generation=hf eval.backend=hf.")
     if hardware.has_cuda:
         return
     needs_gpu = []

@@ -190,6 +190,7 @@ def _build_random(model_cfg: DictConfig, out: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
         tie_word_embeddings=True,
+        initializer_range=float(model_cfg.initializer_range),
     )
     torch.manual_seed(int(model_cfg.seed))
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -12,7 +12,7 @@ MAX_NAME = 120
 
 def run_id(override_dirname: str) -> str:
     """A folder name for a set of overrides: readable, one path level, stable, bounded in length."""
-    name = (override_dirname or "default").replace("/", "_").replace("\\", "_")
+    name = (override_dirname or "default").replace("/", "_").replace("\\", "_").replace("'", "").replace('"', "")
     if name in {".", ".."}:
         name = f"_{name}"
     if len(name) > MAX_NAME:
@@ -25,6 +25,7 @@ def register() -> None:
     OmegaConf.register_new_resolver("run_id", run_id, replace=True)
     OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
     OmegaConf.register_new_resolver("add", lambda *values: sum(float(v) for v in values), replace=True)
+    OmegaConf.register_new_resolver("int", lambda value: int(float(value)), replace=True)
 
 
 register()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +21,9 @@ from pathlib import Path
 import yaml
 from transformers import TrainerCallback
 
-SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
+# key names that hold secrets: api_key, WANDB_API_KEY, hub_token, token, client_secret, password...
+SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password|passwd)$", re.IGNORECASE)
+SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify", "hydra-core",
             "submitit", "wandb", "vllm", "reasoning-gym", "rlvr-sweeps")
 
@@ -29,12 +32,16 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def scrub_secrets(value):
-    """A copy of a config tree with every secret-looking key's value replaced."""
+def scrub_secrets(value, _secrets: tuple[str, ...] | None = None):
+    """A copy of a config tree without secrets: values of secret-named keys, and any string
+    that contains the value of a secret environment variable, are replaced."""
+    secrets = _secrets if _secrets is not None else tuple(os.environ[v] for v in SECRET_ENV if len(os.environ.get(v, "")) >= 8)
     if isinstance(value, dict):
-        return {k: ("<redacted>" if any(w in str(k).lower() for w in SECRET_WORDS) else scrub_secrets(v)) for k, v in value.items()}
+        return {k: "<redacted>" if SECRET_KEY.search(str(k)) else scrub_secrets(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
-        return [scrub_secrets(v) for v in value]
+        return [scrub_secrets(v, secrets) for v in value]
+    if isinstance(value, str) and any(secret in value for secret in secrets):
+        return "<redacted>"
     return value
 
 
@@ -93,8 +100,19 @@ class RunRecord:
         return len(records) - len(kept)
 
 
+    def complete_checkpoints(self) -> list[Path]:
+        """Checkpoints whose save finished (they carry the COMPLETE marker), oldest first."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = [p for p in self.checkpoints_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+COMPLETE_MARKER = "COMPLETE"
+
+
 class MetricsCallback(TrainerCallback):
-    """Appends every logged training step to metrics.jsonl."""
+    """Appends every logged training step to metrics.jsonl and keeps the summary's budget current."""
 
     def __init__(self, record: RunRecord, meter):
         self.record = record
@@ -107,6 +125,19 @@ class MetricsCallback(TrainerCallback):
             self.train_summary = logs
             return
         self.record.append_metrics({"step": state.global_step, "elapsed_s": round(self.meter.elapsed_s, 3), **logs})
+        self.record.update_summary(global_step=state.global_step, budget=self.meter.usage())
+
+
+class CheckpointMarker(TrainerCallback):
+    """Marks a checkpoint complete once the trainer has written all of it; resumes use marked ones only."""
+
+    def __init__(self, record: RunRecord):
+        self.record = record
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = self.record.checkpoints_dir / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            atomic_write(folder / COMPLETE_MARKER, json.dumps({"step": state.global_step, "at": now_iso()}) + "\n")
 
 
 def provenance() -> dict:

@@ -68,6 +68,7 @@ def start_tracking(logger_cfg: DictConfig, run_dir: str, *, run_id: str, name: s
                 return Tracking("wandb", "online", run.id, run.dir, None, run)
             except Exception as err:  # noqa: BLE001 - wandb raises CommError, UsageError, timeouts...
                 note = f"W&B unreachable ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+                wandb.teardown()  # the failed attempt still holds the run id in wandb's service
     elif logger_cfg.mode != "offline":
         from .errors import UserError
 

@@ -1,4 +1,10 @@
-"""train(cfg): one GRPO + LoRA run, from a composed config to a finished run folder."""
+"""train(cfg): one GRPO + LoRA run, from a composed config to a finished run folder.
+
+Phases: check the config, load model and data, evaluate the untrained model (baseline), train
+under the budget (evaluating the selection benchmark at each checkpoint), save, evaluate the final
+(or best) model, write the summary. A relaunch resumes from the last complete checkpoint and
+skips a run that already completed.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +12,39 @@ import logging
 import time
 import traceback
 import uuid
+from dataclasses import asdict
 import warnings
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .budget import Budget, BudgetCallback, BudgetMeter, BudgetProgressBar
+from .budget import WALL_CLOCK, Budget, BudgetCallback, BudgetMeter, BudgetProgressBar
 from .data import build_train_dataset
 from .errors import UserError
-from .hardware import check_gpu_settings, detect_hardware
+from .evaluation import CheckpointSelection, Evaluator, benchmarks_from_config, flat_metrics
+from .generators import make_generator
+from .hardware import check_gpu_settings, detect_hardware, use_allocated_cpus
 from .models import load_model
+from .preemption import GracefulStop
 from .rewards import build_reward_functions
-from .run_record import MetricsCallback, RunRecord, now_iso, provenance, scrub_secrets
+from .sweep import format_plan, plan_run
+from .run_record import CheckpointMarker, MetricsCallback, RunRecord, now_iso, provenance, scrub_secrets
 from .tracking import Tracking, start_tracking
-from .trainer import BudgetedGRPOTrainer, grpo_config, lora_config
+from .trainer import RLVRTrainer, grpo_config, load_adapter, lora_config
 from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
 # transformers 5 warns about its own deprecated alias on every step; nothing here uses it
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message=".*(is_)?gradient_checkpointing.* is deprecated.*", category=FutureWarning)
 
 
-def run_identity(cfg: DictConfig) -> dict:
+def run_identity() -> dict:
     """Where a run lives and what it is called, from Hydra's view of this job."""
     hydra = HydraConfig.get()
-    overrides = list(hydra.overrides.task)
     return {
         "run_dir": hydra.runtime.output_dir,
-        "overrides": overrides,
+        "overrides": list(hydra.overrides.task),
         "run_name": hydra.job.override_dirname or "default",
         "choices": {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
     }
@@ -45,28 +56,47 @@ def tags_for(cfg: DictConfig) -> list[str]:
 
 
 def train(cfg: DictConfig) -> dict:
-    identity = run_identity(cfg)
+    identity = run_identity()
     record = RunRecord(identity["run_dir"])
     config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
-    if cfg.dry_run:
-        print(OmegaConf.to_yaml(config))
-        print(f"run folder: {record.dir}")
-        return {"status": "dry_run", "run_dir": str(record.dir)}
+    benchmarks_from_config(cfg.eval)  # refuse a bad evaluation setup before any work
+    if cfg.dry_run:  # a multirun prints the plan of all its runs at the end (rlvr_sweeps.sweep)
+        plan = plan_run(cfg, record.dir, [o for o in identity["overrides"] if not o.startswith("dry_run=")])
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            print(OmegaConf.to_yaml(config))
+            print(format_plan([plan]))
+        return {"status": "dry_run", "run_dir": str(record.dir), "plan": asdict(plan)}
 
+    prior = record.read_summary() or {}
+    if prior.get("status") == "completed":
+        log.info("Already completed (%s); skipping. Delete %s to run it again.", prior.get("stop_reason"), record.dir)
+        return prior
+    checkpoints = record.complete_checkpoints()
+    resume_from = checkpoints[-1] if checkpoints else None
+    resumed_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+
+    use_allocated_cpus()
     hardware = detect_hardware()
-    meter = BudgetMeter(Budget.from_config(cfg.budget), hardware)
+    spent = (prior.get("budget") or {}).get("used_s", 0.0) if resume_from else 0.0
+    meter = BudgetMeter(Budget.from_config(cfg.budget), hardware, spent_s=spent,
+                        generated_tokens=(prior.get("budget") or {}).get("generated_tokens", 0) if resume_from else 0)
     check_gpu_settings(cfg, hardware)
     record.write_config(config)
-    record.drop_metrics_after(0)
+    dropped = record.drop_metrics_after(resumed_step)
+    attempts = prior.get("attempts", []) + [{"started_at": now_iso(), "resumed_from_step": resumed_step,
+                                             "metrics_dropped": dropped, **provenance()}]
     record.update_summary(
         status="running", stop_reason=None, error=None, name=cfg.name, run_dir=str(record.dir),
-        overrides=identity["overrides"], choices=identity["choices"], started_at=now_iso(),
-        model={"name": cfg.model.name, "id": cfg.model.id}, lora={"rank": cfg.lora.rank}, **provenance(),
+        overrides=identity["overrides"], choices=identity["choices"], started_at=prior.get("started_at", now_iso()),
+        model={"name": cfg.model.name, "id": cfg.model.id}, lora={"rank": cfg.lora.rank}, attempts=attempts, **provenance(),
     )
-    tracking, verifier, summary = Tracking(), None, {}
-    timings = {}
+    if resume_from:
+        log.info("Resuming from %s (step %d; %.0f s of the budget already spent)", resume_from.name, resumed_step, spent)
+
+    tracking, verifier, summary, timings = Tracking(), None, {}, {}
+    results = {"baseline": (prior.get("eval") or {}).get("baseline") if resume_from else None}
     try:
-        tracking = start_tracking(cfg.logger, str(record.dir), run_id=_wandb_id(record), name=identity["run_name"],
+        tracking = start_tracking(cfg.logger, str(record.dir), run_id=_wandb_id(prior), name=identity["run_name"],
                                   group=str(cfg.name), tags=tags_for(cfg), config={**config, "overrides": identity["overrides"]})
         record.update_summary(wandb=tracking.describe())
 
@@ -78,44 +108,74 @@ def train(cfg: DictConfig) -> dict:
                            run_name=identity["run_name"], reward_weights=reward_weights)
         budget_cb = BudgetCallback(meter, lookahead_steps=args.steps_per_generation * args.num_iterations)
         metrics_cb = MetricsCallback(record, meter)
-        trainer = BudgetedGRPOTrainer(
+        trainer = RLVRTrainer(
             model=loaded.model, reward_funcs=reward_functions, args=args, train_dataset=dataset,
             processing_class=loaded.tokenizer, peft_config=lora_config(cfg.lora),
-            callbacks=[budget_cb, metrics_cb, BudgetProgressBar(meter)],
+            callbacks=[CheckpointMarker(record), metrics_cb, BudgetProgressBar(meter)],
             on_generated_tokens=meter.add_generated_tokens,
         )
         _use_budget_progress_bar(trainer)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         record.update_summary(model={"name": cfg.model.name, "id": cfg.model.id, "folder": loaded.folder,
                                      "parameters": loaded.parameters, "trainable_parameters": trainable},
-                              lora={"rank": cfg.lora.rank, "alpha": trainer.model.peft_config["default"].lora_alpha
-                                    if cfg.lora.rank is not None else None})
+                              lora={"rank": cfg.lora.rank, "alpha": _lora_alpha(trainer)})
+
+        evaluator = Evaluator(cfg.eval, cfg.prompt, loaded.tokenizer, verifier, record.dir / "eval",
+                              exclude_questions=set(dataset["question"]))
+        generator = make_generator(cfg, trainer, loaded)
+        if evaluator.benchmarks and cfg.eval.baseline and not results["baseline"]:
+            started = time.monotonic()
+            results["baseline"] = evaluator.run(generator, "baseline")  # LoRA starts as the identity
+            timings["baseline_eval_s"] = round(time.monotonic() - started, 3)
+            record.update_summary(eval={"baseline": results["baseline"]})
+        selection = None
+        if cfg.eval.select_on:
+            selection = CheckpointSelection(evaluator, generator, cfg.eval.select_on,
+                                            on_result=lambda step, r: record.update_summary(eval={**results, "checkpoints": selection.scores}))
+            trainer.add_callback(selection)
+        graceful = GracefulStop()
+        trainer.add_callback(graceful)
+        trainer.add_callback(budget_cb)  # last: it times saves together with any evaluation at them
         timings["setup_s"] = round(meter.elapsed_s, 3)
         log.info("Training %s (%.2f M trainable parameters) on %s for at most %.1f min",
                  identity["run_name"], trainable / 1e6, hardware.name, meter.budget.training_seconds / 60)
 
         if meter.training_left_s <= 0:
-            budget_cb.stop_reason = "wall_clock"
-            log.warning("The budget was spent before training could start (setup took %.0f s).", timings["setup_s"])
+            budget_cb.stop_reason = WALL_CLOCK
+            log.warning("The budget was spent before training could start (%.0f s used).", meter.elapsed_s)
         else:
             started = time.monotonic()
-            trainer.train()
+            with graceful.armed():
+                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             timings["train_s"] = round(time.monotonic() - started, 3)
+        if graceful.signal is not None:  # saved at the end of the step; a requeued job resumes from it
+            summary = record.update_summary(status="interrupted", stop_reason=graceful.stop_reason, finished_at=now_iso(),
+                                            global_step=trainer.state.global_step, budget=meter.usage(), timings=timings)
+            log.warning("Stopped at step %d by %s; relaunching resumes from here.", trainer.state.global_step, graceful.stop_reason)
+            graceful.hand_over()
+            return summary
 
         started = time.monotonic()
         trainer.save_model(str(record.final_dir))
         timings["final_save_s"] = round(time.monotonic() - started, 3)
+        selected_step = trainer.state.global_step
+        if selection and selection.best_step is not None and selection.best_step != selected_step:
+            selected_step = selection.best_step
+            load_adapter(trainer.model, record.checkpoints_dir / f"checkpoint-{selected_step}")
+            log.info("Evaluating the best checkpoint by %s: step %d", cfg.eval.select_on, selected_step)
+        if evaluator.benchmarks and cfg.eval.final:
+            started = time.monotonic()
+            results["final"] = evaluator.run(generator, "final")
+            timings["final_eval_s"] = round(time.monotonic() - started, 3)
         timings["total_s"] = round(meter.elapsed_s, 3)
         summary = record.update_summary(
             status="completed", stop_reason=budget_cb.stop_reason, finished_at=now_iso(),
             global_step=trainer.state.global_step, train=_train_summary(record), budget=meter.usage(),
-            timings={**timings, **budget_cb.timings()}, trainer_totals=metrics_cb.train_summary,
+            eval={**{k: v for k, v in results.items() if v}, "checkpoints": selection.scores if selection else {},
+                  "selected_step": selected_step},
+            metrics=flat_metrics(results), timings={**timings, **budget_cb.timings()}, trainer_totals=metrics_cb.train_summary,
         )
-        log.info("Finished: %s after %d steps (%s). Reward %s -> %s. Used %.0f of %.0f s; %.4f %s-hours, $%.4f.",
-                 summary["status"], summary["global_step"], summary["stop_reason"],
-                 _fmt(summary["train"]["first"].get("reward")), _fmt(summary["train"]["last"].get("reward")),
-                 meter.elapsed_s, meter.budget.seconds, summary["budget"]["device_hours"], hardware.device,
-                 summary["budget"]["cost_usd"])
+        _report(summary, meter, hardware)
         print(f"Run folder: {record.dir}")
         return summary
     except BaseException as err:
@@ -128,7 +188,18 @@ def train(cfg: DictConfig) -> dict:
     finally:
         if verifier is not None:
             verifier.close()
-        tracking.finish(_flat_summary(summary), exit_code=0 if summary.get("status") == "completed" else 1)
+        tracking.finish(_wandb_summary(summary), exit_code=1 if summary.get("status") == "failed" else 0)
+
+
+def _report(summary: dict, meter: BudgetMeter, hardware) -> None:
+    first, last = summary["train"]["first"], summary["train"]["last"]
+    log.info("Finished after %d steps (%s). Reward %s -> %s. Used %.0f of %.0f s: %.4f %s-hours, $%.4f.",
+             summary["global_step"], summary["stop_reason"], _fmt(first.get("reward")), _fmt(last.get("reward")),
+             meter.elapsed_s, meter.budget.seconds, summary["budget"]["device_hours"], hardware.device,
+             summary["budget"]["cost_usd"])
+    for key, value in summary["metrics"].items():
+        if key.endswith("pass@1"):
+            log.info("  %s = %.3f", key, value)
 
 
 def _use_budget_progress_bar(trainer) -> None:
@@ -138,12 +209,14 @@ def _use_budget_progress_bar(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
-def _wandb_id(record: RunRecord) -> str:
+def _lora_alpha(trainer):
+    peft_config = getattr(trainer.model, "peft_config", None)
+    return peft_config["default"].lora_alpha if peft_config else None
+
+
+def _wandb_id(prior: dict) -> str:
     """Kept in summary.json, so that every attempt of a run logs to the same W&B run."""
-    previous = (record.read_summary() or {}).get("wandb") or {}
-    if previous.get("run_id"):
-        return previous["run_id"]
-    return uuid.uuid4().hex[:12]
+    return (prior.get("wandb") or {}).get("run_id") or uuid.uuid4().hex[:12]
 
 
 def _train_summary(record: RunRecord) -> dict:
@@ -152,13 +225,16 @@ def _train_summary(record: RunRecord) -> dict:
     return {"logged_steps": len(steps), "first": numeric(steps[0]) if steps else {}, "last": numeric(steps[-1]) if steps else {}}
 
 
-def _flat_summary(summary: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in (summary or {}).items():
-        if isinstance(value, dict):
-            flat.update(_flat_summary(value, f"{prefix}{key}/"))
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            flat[f"{prefix}{key}"] = value
+def _wandb_summary(summary: dict) -> dict:
+    """The summary for W&B: eval metrics under their stable names, the rest flattened with '/'."""
+    flat = dict(summary.get("metrics") or {})
+    for section in ("budget", "timings"):
+        for key, value in (summary.get(section) or {}).items():
+            if isinstance(value, (int, float, str)) or value is None:
+                flat[f"{section}/{key}"] = value
+    for key in ("status", "stop_reason", "global_step"):
+        if key in summary:
+            flat[key] = summary[key]
     return flat
 
 

@@ -76,12 +76,17 @@ def lora_config(lora_cfg: DictConfig):
     )
 
 
-class BudgetedGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer that reports how many tokens each rollout generated, for the token budget."""
+class RLVRTrainer(GRPOTrainer):
+    """GRPOTrainer plus what a budgeted sweep needs: the count of generated tokens (for the token
+    budget), and the weight sync of its colocated vLLM engine on vLLM's CPU backend."""
 
     def __init__(self, *args, on_generated_tokens=None, **kwargs):
         self._on_generated_tokens = on_generated_tokens
         super().__init__(*args, **kwargs)
+        if getattr(self, "vllm_generation", None) is not None:
+            from .vllm_backend import bridge_cpu_weight_sync
+
+            bridge_cpu_weight_sync(self.vllm_generation)
 
     def _generate(self, prompts: list):
         output = super()._generate(prompts)
@@ -89,3 +94,13 @@ class BudgetedGRPOTrainer(GRPOTrainer):
         if self._on_generated_tokens is not None and self.model.training:
             self._on_generated_tokens(sum(len(ids) for ids in completion_ids))
         return output
+
+
+def load_adapter(model, checkpoint) -> None:
+    """Load a saved checkpoint's LoRA weights into the (PEFT) model in place."""
+    from pathlib import Path
+
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))

@@ -86,7 +86,7 @@ def test_fields_owned_by_other_groups_are_refused(tmp_path):
 
 
 def test_trl_refusals_become_user_errors(tmp_path):
-    cfg = composed("trainer.per_device_train_batch_size=6", "trainer.num_generations=4")
+    cfg = composed("trainer.per_device_train_batch_size=5", "trainer.gradient_accumulation_steps=1", "trainer.num_generations=4")
     with pytest.raises(UserError, match="TRL refused"):
         grpo_config(cfg, output_dir=str(tmp_path), hardware=CPU, report_to=[], run_name="t", reward_weights=[1.0])
 

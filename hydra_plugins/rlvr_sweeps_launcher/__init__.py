@@ -1,0 +1,1 @@
+"""Hydra launchers for rlvr-sweeps (Hydra finds launchers only inside the hydra_plugins package)."""

@@ -1,0 +1,89 @@
+"""Sweep launchers on submitit: plan first, skip what is done, submit the rest, optionally return at once.
+
+Subclasses of hydra-submitit-launcher's launchers. Before submitting they compose every job's
+config and print the plan: which runs are new, which resume, which are skipped (completed, or
+still alive in SLURM), and the device-hours and cost the budgets imply. `dry_run=true` stops
+there. With `wait: false` (the SLURM preset) the command returns once the jobs are queued,
+printing their job ids and run folders; the jobs record everything in their run folders.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class _SweepLauncherMixin:
+    def __init__(self, wait: bool = True, **params: Any) -> None:
+        super().__init__(**params)
+        self.wait = bool(wait)
+
+    def _plan(self, job_overrides: Sequence[Sequence[str]]):
+        from rlvr_sweeps.sweep import plan_run
+
+        plans, dry_run = [], False
+        for overrides in job_overrides:
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            HydraConfig.instance().set_config(config)  # resolves ${hydra:...} in the folder name
+            run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+            plans.append(plan_run(config, run_dir, [o for o in filter_overrides(overrides) if not o.startswith("dry_run=")]))
+            dry_run = dry_run or bool(config.dry_run)
+        HydraConfig.instance().set_config(self.config)
+        return plans, dry_run
+
+    def _executor(self):
+        import submitit
+
+        init = {"folder": self.params["submitit_folder"], f"{self._EXECUTOR}_max_num_timeout": self.params.get("max_num_timeout", 0)}
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items()
+                                      if k not in {"submitit_folder", "max_num_timeout"}})
+        return executor
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from rlvr_sweeps.sweep import format_plan
+
+        plans, dry_run = self._plan(job_overrides)
+        print(format_plan(plans), flush=True)
+        returns = [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value={"status": p.status, "plan": asdict(p)})
+                   for o, p in zip(job_overrides, plans)]
+        todo = [i for i, p in enumerate(plans) if p.action == "run"]
+        if dry_run or not todo:
+            return returns
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        job_params = [(list(job_overrides[i]), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}",
+                       Singleton.get_state()) for i in todo]
+        jobs = self._executor().map_array(self, *zip(*job_params))
+        for i, job in zip(todo, jobs):
+            print(f"submitted {job.job_id}: {plans[i].overrides or '(defaults)'} -> {plans[i].run_dir}", flush=True)
+        if not self.wait:
+            print(f"{len(jobs)} jobs queued; follow them with `squeue` and `python -m rlvr_sweeps.sweep "
+                  f"{self.config.hydra.sweep.dir}`; each run's W&B run is named by its overrides, "
+                  f"in group {self.config.name!r}.", flush=True)
+            for i, job in zip(todo, jobs):
+                returns[i] = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED,
+                                       _return_value={"status": "submitted", "job_id": job.job_id, "run_dir": plans[i].run_dir})
+            return returns
+        for i, job in zip(todo, jobs):
+            returns[i] = job.results()[0]
+        return returns
+
+
+class SlurmSweepLauncher(_SweepLauncherMixin, SlurmLauncher):
+    pass
+
+
+class LocalSweepLauncher(_SweepLauncherMixin, LocalLauncher):
+    pass

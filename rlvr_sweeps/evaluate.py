@@ -1,0 +1,100 @@
+"""Evaluate a model, or a model with a trained LoRA adapter, without training.
+
+    python -m rlvr_sweeps.evaluate model=smollm2 eval=[reasoning_gym_heldout]
+    python -m rlvr_sweeps.evaluate model=smollm2 adapter=runs/default/default eval.backend=vllm
+
+Writes summary.json (eval/<benchmark>/pass@k ...) and per-sample records into its own run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from . import resolvers  # noqa: F401 - registers the resolvers the configs use
+from .errors import UserError
+from .evaluation import Evaluator, benchmarks_from_config, flat_metrics
+from .hardware import detect_hardware
+from .models import load_model
+from .run_record import RunRecord, now_iso, provenance, scrub_secrets
+from .train import run_identity
+from .verifier import MathVerifier
+
+log = logging.getLogger(__name__)
+
+
+def adapter_folder(adapter: str | None) -> Path | None:
+    """A LoRA adapter folder from a run folder (its final adapter) or a checkpoint folder."""
+    if not adapter:
+        return None
+    path = Path(adapter).expanduser().resolve()
+    for candidate in (path, path / "final"):
+        if (candidate / "adapter_config.json").exists():
+            return candidate
+    raise UserError(f"adapter={adapter}: no LoRA adapter there (no adapter_config.json in it or in its final/).")
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    identity = run_identity()
+    record = RunRecord(identity["run_dir"])
+    benchmarks = benchmarks_from_config(cfg.eval)
+    if not benchmarks:
+        raise UserError("No benchmarks to evaluate: choose some, e.g. eval=[reasoning_gym_heldout] or eval=[math500,aime24].")
+    adapter = adapter_folder(cfg.adapter)
+    record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
+    record.update_summary(status="running", kind="evaluation", overrides=identity["overrides"], adapter=str(adapter) if adapter else None,
+                          model={"name": cfg.model.name, "id": cfg.model.id}, started_at=now_iso(), **provenance())
+    started = time.monotonic()
+    verifier = MathVerifier(timeout_s=cfg.reward.timeout_s, max_chars=cfg.reward.max_chars)
+    try:
+        backend = cfg.eval.backend if cfg.eval.backend != "auto" else ("vllm" if cfg.generation.get("use_vllm") else "hf")
+        if backend == "vllm":
+            from .models import model_folder
+            from .vllm_backend import StandaloneVLLMGenerator
+
+            folder = model_folder(cfg.model, Path(cfg.paths.cache))
+            tokenizer = _tokenizer(folder)
+            generator = StandaloneVLLMGenerator(cfg, folder, adapter)
+        elif backend == "hf":
+            from .generators import HFGenerator
+
+            loaded = load_model(cfg.model, cfg.paths.cache, detect_hardware())
+            model = loaded.model
+            if adapter:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(adapter))
+            tokenizer = loaded.tokenizer
+            generator = HFGenerator(model, tokenizer, cfg.eval.batch_size)
+        else:
+            raise UserError(f"eval.backend={cfg.eval.backend!r}: use auto, hf or vllm.")
+        results = Evaluator(cfg.eval, cfg.prompt, tokenizer, verifier, record.dir / "eval").run(generator, "final")
+        summary = record.update_summary(status="completed", backend=backend, eval={"final": results},
+                                        metrics=flat_metrics({"final": results}), finished_at=now_iso(),
+                                        timings={"total_s": round(time.monotonic() - started, 3)})
+        print(f"Run folder: {record.dir}")
+        return summary
+    except BaseException as err:
+        record.update_summary(status="failed", error=str(err)[-4000:], finished_at=now_iso())
+        raise
+    finally:
+        verifier.close()
+
+
+def _tokenizer(folder: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> dict:
+    return evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Pass@k evaluation on benchmarks with known answers, through transformers or vLLM.
+
+For each problem, n completions are sampled with the benchmark's settings and scored with
+math-verify (gold first). A completion cut at max_new_tokens counts as wrong and as truncated.
+Pass@k uses the unbiased estimator 1 - C(n-c, k) / C(n, k); Pass@1 is the mean accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+from transformers import TrainerCallback
+
+from .data import load_problems, render_prompt
+from .errors import UserError
+from .verifier import MathVerifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    cfg: DictConfig  # where the problems come from (same keys as a data config)
+    n: int
+    ks: tuple[int, ...]
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    tokens: int
+    truncated: bool  # stopped by max_new_tokens rather than by the model
+
+
+@dataclass
+class Sample:
+    problem_id: str
+    sample: int
+    answer: str
+    extracted: str | None
+    correct: bool
+    length: int
+    truncated: bool
+    text: str | None = None
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased Pass@k (Chen et al., 2021): 1 - C(n-c, k) / C(n, k), as a stable product."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    product = 1.0
+    for i in range(k):
+        product *= (n - c - i) / (n - i)
+    return 1.0 - product
+
+
+def benchmarks_from_config(eval_cfg: DictConfig) -> list[Benchmark]:
+    """The configured benchmarks, checked before any work starts."""
+    benchmarks = []
+    for name, cfg in (eval_cfg.get("benchmarks") or {}).items():
+        ks = tuple(int(k) for k in cfg.k)
+        n = int(cfg.n)
+        if not ks or min(ks) < 1:
+            raise UserError(f"eval.benchmarks.{name}.k={list(ks)}: give k values of at least 1.")
+        if n < max(ks):
+            raise UserError(
+                f"eval.benchmarks.{name}: n={n} samples per problem cannot estimate Pass@{max(ks)}; "
+                f"raise eval.sampling.n to at least {max(ks)} or lower eval.sampling.k."
+            )
+        benchmarks.append(Benchmark(name, cfg, n, ks, float(cfg.temperature), float(cfg.top_p), int(cfg.max_new_tokens)))
+    select_on = eval_cfg.get("select_on")
+    if select_on and select_on not in {b.name for b in benchmarks}:
+        raise UserError(f"eval.select_on={select_on} is not among the benchmarks {[b.name for b in benchmarks]}; "
+                        f"add it, e.g. eval=[{select_on},...].")
+    return benchmarks
+
+
+def score(benchmark: Benchmark, problems: list[dict], completions: list[list[Completion]], verifier: MathVerifier,
+          keep_text: bool = False) -> tuple[dict, list[Sample]]:
+    samples: list[Sample] = []
+    per_problem_correct = []
+    for problem, outputs in zip(problems, completions, strict=True):
+        verdicts = verifier.verify_many([problem["answer"]] * len(outputs), [o.text for o in outputs])
+        correct = 0
+        for index, (output, verdict) in enumerate(zip(outputs, verdicts, strict=True)):
+            ok = verdict.correct and not output.truncated
+            correct += ok
+            samples.append(Sample(problem["problem_id"], index, problem["answer"], verdict.extracted, ok,
+                                  output.tokens, output.truncated, output.text if keep_text else None))
+        per_problem_correct.append(correct)
+    n, count = benchmark.n, len(problems)
+    metrics = {f"pass@{k}": sum(pass_at_k(n, c, k) for c in per_problem_correct) / count for k in benchmark.ks}
+    metrics["pass@1"] = sum(per_problem_correct) / (n * count)  # mean accuracy over all samples
+    metrics["mean_length"] = sum(s.length for s in samples) / len(samples)
+    metrics["truncated"] = sum(s.truncated for s in samples) / len(samples)
+    metrics.update(problems=count, n=n)
+    return metrics, samples
+
+
+class Evaluator:
+    """Runs every configured benchmark through one generator and writes per-sample records."""
+
+    def __init__(self, eval_cfg: DictConfig, prompt_cfg: DictConfig, tokenizer, verifier: MathVerifier, out_dir: Path,
+                 exclude_questions: set[str] | None = None):
+        self.cfg = eval_cfg
+        self.prompt_cfg = prompt_cfg
+        self.tokenizer = tokenizer
+        self.verifier = verifier
+        self.out_dir = Path(out_dir)
+        self.benchmarks = benchmarks_from_config(eval_cfg)
+        self.exclude_questions = exclude_questions or set()
+        self._problems: dict[str, list[dict]] = {}
+
+    def problems(self, benchmark: Benchmark) -> list[dict]:
+        if benchmark.name not in self._problems:
+            problems = load_problems(benchmark.cfg)
+            kept = [p for p in problems if p["question"] not in self.exclude_questions]
+            if len(kept) < len(problems):
+                log.info("%s: dropped %d problems that are also training problems", benchmark.name, len(problems) - len(kept))
+            if not kept:
+                raise UserError(f"Benchmark {benchmark.name} has no problems left to evaluate.")
+            self._problems[benchmark.name] = kept
+        return self._problems[benchmark.name]
+
+    def prompts(self, problems: list[dict]) -> list[str]:
+        """Prompt texts, with the model's chat template applied as in training."""
+        conversational = bool(getattr(self.tokenizer, "chat_template", None))
+        rendered = [render_prompt(p["question"], self.prompt_cfg, conversational) for p in problems]
+        if not conversational:
+            return rendered
+        return [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in rendered]
+
+    def run(self, generator, phase: str, only: str | None = None) -> dict[str, dict]:
+        results = {}
+        for benchmark in self.benchmarks:
+            if only and benchmark.name != only:
+                continue
+            problems = self.problems(benchmark)
+            started = time.monotonic()
+            completions = generator.generate(self.prompts(problems), benchmark, seed=int(self.cfg.seed))
+            metrics, samples = score(benchmark, problems, completions, self.verifier, bool(self.cfg.save_text))
+            metrics["seconds"] = round(time.monotonic() - started, 3)
+            self._write_samples(phase, benchmark.name, samples)
+            log.info("%s %s: %s", phase, benchmark.name,
+                     ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("pass@")))
+            results[benchmark.name] = metrics
+        return results
+
+    def _write_samples(self, phase: str, name: str, samples: list[Sample]) -> None:
+        path = self.out_dir / phase / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({k: v for k, v in asdict(s).items() if v is not None or k == "extracted"}) + "\n"
+                                for s in samples))
+
+
+def flat_metrics(results: dict[str, dict[str, dict]]) -> dict[str, float]:
+    """Stable names for summaries and W&B: eval/<bench>/pass@1, baseline/<bench>/pass@1, delta/..."""
+    flat = {}
+    for phase, label in (("baseline", "baseline"), ("final", "eval")):
+        for bench, metrics in (results.get(phase) or {}).items():
+            for key, value in metrics.items():
+                if key.startswith("pass@") or key in ("mean_length", "truncated"):
+                    flat[f"{label}/{bench}/{key}"] = value
+    for key in [k for k in flat if k.startswith("eval/")]:
+        base = "baseline/" + key[len("eval/"):]
+        if base in flat:
+            flat["delta/" + key[len("eval/"):]] = flat[key] - flat[base]
+    return flat
+
+
+class CheckpointSelection(TrainerCallback):
+    """Evaluates one benchmark at every saved checkpoint and keeps the best checkpoint from rotation."""
+
+    def __init__(self, evaluator: Evaluator, generator, benchmark: str, on_result=None):
+        self.evaluator = evaluator
+        self.generator = generator
+        self.benchmark = benchmark
+        self.on_result = on_result
+        self.scores: dict[int, float] = {}
+        self.best_step: int | None = None
+
+    def on_save(self, args, state, control, **kwargs):
+        result = self.evaluator.run(self.generator, f"step-{state.global_step:06d}", only=self.benchmark)[self.benchmark]
+        self.scores[state.global_step] = result["pass@1"]
+        if self.best_step is None or result["pass@1"] > self.scores[self.best_step]:
+            self.best_step = state.global_step
+            state.best_model_checkpoint = str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        if self.on_result is not None:
+            self.on_result(state.global_step, result)

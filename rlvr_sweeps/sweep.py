@@ -1,0 +1,134 @@
+"""Sweeps: what a sweep will run (the plan), what it did (the report), and its status on disk.
+
+    python -m rlvr_sweeps.sweep runs/study      # one line per run folder: status, step, stop reason, error
+
+The plan and the report are printed by the sweep launchers (conf/hydra/launcher) and, for Hydra's
+basic launcher, by the SweepReport callback that conf/config.yaml registers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from .run_record import RunRecord
+
+LIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUE_HOLD"}
+
+
+@dataclass
+class PlannedRun:
+    overrides: str
+    run_dir: str
+    status: str  # "new", or the status in the run's summary.json
+    action: str  # "run" or "skip"
+    note: str
+    device: str
+    device_hours: float
+    cost_usd: float
+
+
+def slurm_job_alive(job_id: str | None) -> bool:
+    if not job_id:
+        return False
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(state.strip() in LIVE_SLURM_STATES for state in out.stdout.splitlines())
+
+
+def plan_run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | str) -> PlannedRun:
+    """What relaunching this run does: completed runs and runs alive in SLURM are skipped."""
+    summary = RunRecord(run_dir).read_summary() or {}
+    status = summary.get("status", "new")
+    action, note = "run", ""
+    if status == "completed":
+        action, note = "skip", f"completed ({summary.get('stop_reason')})"
+    elif status in {"running", "interrupted"} and slurm_job_alive(summary.get("slurm_job_id")):
+        action, note = "skip", f"alive as SLURM job {summary['slurm_job_id']}"
+    elif status == "failed":
+        note = "retry after failure: " + _first_line(summary.get("error"))
+    elif status in {"running", "interrupted"}:
+        note = f"resume from step {summary.get('global_step', 0)}"
+    hours = float(cfg.budget.minutes) / 60.0  # one device per run
+    return PlannedRun(" ".join(overrides) if isinstance(overrides, list) else overrides, str(run_dir), status, action, note,
+                      str(cfg.budget.device), hours, hours * float(cfg.budget.price_per_hour))
+
+
+def format_plan(runs: list[PlannedRun]) -> str:
+    lines = [f"{'action':6} {'status':11} {'overrides':48} folder / note"]
+    for run in runs:
+        lines.append(f"{run.action:6} {run.status:11} {run.overrides or '(defaults)':48} {run.run_dir}" + (f"  [{run.note}]" if run.note else ""))
+    todo = [r for r in runs if r.action == "run"]
+    hours = sum(r.device_hours for r in todo)
+    devices = "/".join(sorted({r.device for r in todo})) or "-"
+    lines.append(f"{len(todo)} of {len(runs)} runs to go: at most {hours:.2f} {devices} device-hours in total "
+                 f"(one device per run), ${sum(r.cost_usd for r in todo):.2f} at the budgets' prices")
+    return "\n".join(lines)
+
+
+def _first_line(text: str | None) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else "unknown error"
+
+
+class SweepReport(Callback):
+    """After a multirun with in-process jobs: one line per job, and the plan totals for dry runs."""
+
+    def __init__(self):
+        self.results: list[dict] = []
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        value = job_return._return_value
+        if isinstance(value, BaseException):
+            self.results.append({"status": "failed", "error": f"{type(value).__name__}: {value}", "overrides": " ".join(job_return.overrides or [])})
+        elif isinstance(value, dict):
+            self.results.append(value | {"overrides": " ".join(job_return.overrides or [])})
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        plans = [PlannedRun(**r["plan"]) for r in self.results if r.get("status") == "dry_run" and "plan" in r]
+        if plans:
+            print(format_plan(plans))
+        elif self.results:
+            print(format_status(self.results))
+
+
+def format_status(summaries: list[dict]) -> str:
+    lines = [f"{'status':11} {'step':>5} {'stop':22} run"]
+    for s in summaries:
+        extra = f"  [{_first_line(s.get('error'))}]" if s.get("status") == "failed" else ""
+        lines.append(f"{s.get('status', '?'):11} {s.get('global_step', 0) or 0:>5} {str(s.get('stop_reason') or ''):22} "
+                     f"{s.get('run_dir') or s.get('overrides')}{extra}")
+    counts = {}
+    for s in summaries:
+        counts[s.get("status", "?")] = counts.get(s.get("status", "?"), 0) + 1
+    lines.append(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def sweep_status(folder: str | Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*/summary.json"))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print("usage: python -m rlvr_sweeps.sweep <sweep folder, e.g. runs/default>", file=sys.stderr)
+        return 2
+    summaries = sweep_status(args[0])
+    if not summaries:
+        print(f"No runs in {args[0]}", file=sys.stderr)
+        return 1
+    print(format_status(summaries))
+    return 1 if any(s.get("status") == "failed" for s in summaries) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Model sources: the packaged SmolLM2 (GGUF, converted once), random tiny models, the Hub."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from rlvr_sweeps.errors import UserError
+from rlvr_sweeps.hardware import Hardware
+from rlvr_sweeps.models import load_model, model_folder
+
+CPU = Hardware("cpu", "cpu", 2)
+
+
+def model_cfg(name: str, **overrides):
+    cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{name}.yaml")
+    return OmegaConf.merge(cfg, overrides)
+
+
+def test_packaged_smollm2_is_converted_once_and_then_loads_fast(tmp_path):
+    started = time.monotonic()
+    loaded = load_model(model_cfg("smollm2"), tmp_path, CPU)
+    first = time.monotonic() - started
+    assert type(loaded.model).__name__ == "LlamaForCausalLM" and loaded.parameters == 134_515_008
+    assert "<|im_start|>" in loaded.tokenizer.chat_template
+    started = time.monotonic()
+    again = load_model(model_cfg("smollm2"), tmp_path, CPU)
+    assert again.folder == loaded.folder and time.monotonic() - started < first
+    assert len(list((tmp_path / "models").iterdir())) == 1  # one cached folder, no leftovers
+
+
+def test_random_model_is_deterministic_and_cached_per_shape(tmp_path):
+    a = model_folder(model_cfg("tiny"), tmp_path)
+    assert model_folder(model_cfg("tiny"), tmp_path) == a
+    wider = model_folder(model_cfg("tiny", hidden_size=256, intermediate_size=512), tmp_path)
+    assert wider != a
+    other = tmp_path / "other"
+    assert (other / "models").exists() is False
+    b = model_folder(model_cfg("tiny"), other)
+    import safetensors.torch as st
+
+    assert all((st.load_file(f"{a}/model.safetensors")[k] == v).all() for k, v in st.load_file(f"{b}/model.safetensors").items())
+
+
+def test_uncached_hub_model_without_hub_access_fails_fast_with_the_offline_choices(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    started = time.monotonic()
+    with pytest.raises(UserError, match="model=smollm2") as err:
+        model_folder(model_cfg("instruct"), tmp_path)
+    assert "Qwen/Qwen2.5-1.5B-Instruct" in str(err.value) and time.monotonic() - started < 10
+
+
+def test_model_path_without_weights_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no transformers model"):
+        model_folder(model_cfg("instruct", path=str(tmp_path)), tmp_path)
+
+
+def test_a_local_copy_of_a_hub_model_loads_through_model_path(tmp_path):
+    tiny = model_folder(model_cfg("tiny"), tmp_path)
+    loaded = load_model(model_cfg("instruct", path=tiny, dtype="float32"), tmp_path, CPU)
+    assert loaded.folder == tiny and loaded.parameters > 0

@@ -1,0 +1,136 @@
+"""vLLM on CPU (the separate `make test-vllm` stage): evaluation with a LoRA adapter, and GRPO with
+TRL's colocated vLLM engine, whose weights must follow training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process: its weights can be read
+pytest.importorskip("vllm")
+pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+from rlvr_sweeps.hardware import Hardware  # noqa: E402
+from rlvr_sweeps.models import model_folder  # noqa: E402
+
+TINY = OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(model_cache) -> Path:
+    return Path(model_folder(TINY, model_cache))
+
+
+@pytest.fixture(scope="module")
+def random_adapter(tiny_folder, tmp_path_factory) -> Path:
+    """A LoRA adapter (rank 64) with random B, so that it changes what the model writes."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_folder),
+                           LoraConfig(r=64, lora_alpha=128, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.05)
+    out = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(out)
+    return out
+
+
+def evaluate(tmp_path, model_cache, *args) -> dict:
+    runs = tmp_path / "runs"
+    env = {**os.environ, "RLVR_SWEEPS_RUNS": str(runs), "RLVR_SWEEPS_CACHE": str(model_cache)}
+    done = subprocess.run([sys.executable, "-m", "rlvr_sweeps.evaluate", "model=tiny", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (summary,) = (runs / "evaluate").glob("*/summary.json")  # each call has its own runs folder
+    folder = summary.parent
+    return json.loads((folder / "summary.json").read_text()) | {"folder": str(folder)}
+
+
+def samples(summary: dict) -> list[dict]:
+    path = Path(summary["folder"]) / "eval" / "final" / "reasoning_gym_heldout.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_vllm_evaluation_with_a_lora_adapter_matches_transformers(tmp_path, model_cache, random_adapter):
+    greedy = ("eval.sampling.temperature=0", "eval.sampling.n=1", "eval.sampling.k=[1]", f"adapter={random_adapter}")
+    by_vllm = evaluate(tmp_path / "v", model_cache, "eval.backend=vllm", *greedy)
+    by_hf = evaluate(tmp_path / "h", model_cache, "eval.backend=hf", *greedy)
+    base = evaluate(tmp_path / "b", model_cache, "eval.backend=vllm", *greedy[:3])
+    key = lambda s: (s["problem_id"], s["extracted"], s["length"], s["truncated"])  # noqa: E731
+    assert [key(s) for s in samples(by_vllm)] == [key(s) for s in samples(by_hf)]  # the same greedy answers
+    assert [key(s) for s in samples(by_vllm)] != [key(s) for s in samples(base)]  # and the adapter mattered
+
+
+def test_vllm_sampling_is_reproducible_with_the_same_seed(tmp_path, model_cache, random_adapter):
+    args = ("eval.backend=vllm", "eval.sampling.n=4", "eval.sampling.k=[1,4]", f"adapter={random_adapter}")
+    first, second = evaluate(tmp_path / "1", model_cache, *args), evaluate(tmp_path / "2", model_cache, *args)
+    assert samples(first) == samples(second) and first["metrics"] == second["metrics"]
+
+
+def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlvr_sweeps.rewards import completion_text
+    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config, lora_config
+
+    def length_reward(completions, **kwargs):  # any reward that differs between completions moves the weights
+        return [len(completion_text(c)) / 100 for c in completions]
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_folder)
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Add {i} and {i}."}], "answer": str(2 * i)} for i in range(32)])
+    cfg = OmegaConf.create({
+        "trainer": {"learning_rate": 0.05, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 16,
+                    "logging_steps": 1, "save_strategy": "no", "seed": 0, "lr_scheduler_type": "constant"},
+        "generation": {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3},
+        "budget": {"max_steps": 2},
+    })
+    args = grpo_config(cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), report_to=[], run_name="t",
+                       reward_weights=[1.0])
+    lora = OmegaConf.create({"rank": 8, "alpha": 16, "alpha_ratio": None, "dropout": 0.0, "target_modules": "all-linear", "use_rslora": False})
+    trainer = RLVRTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_folder), reward_funcs=[length_reward], args=args,
+                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
+    trainer.train()
+    trainer.vllm_generation.sync_weights()  # what evaluation does before sampling
+
+    text = "<|im_start|>user\nAdd 3 and 3.<|im_end|>\n<|im_start|>assistant\n12 + 3 = 15"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    from vllm import SamplingParams, TokensPrompt
+
+    out = trainer.vllm_generation.llm.generate([TokensPrompt(prompt_token_ids=ids)],
+                                               SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
+    vllm_logprobs = torch.tensor([next(iter(p.values())).logprob for p in out.prompt_logprobs[1:]])
+
+    def hf_logprobs(model) -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, :-1].float()
+        return torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+
+    trained = trainer.model.merge_and_unload()
+    to_trained = (vllm_logprobs - hf_logprobs(trained)).abs().max().item()
+    to_base = (vllm_logprobs - hf_logprobs(AutoModelForCausalLM.from_pretrained(tiny_folder))).abs().max().item()
+    assert to_base > 1.0, "training did not move the weights; the check would prove nothing"
+    assert to_trained < to_base / 5, (to_trained, to_base)  # vLLM samples from the trained weights
+
+
+def test_launch_with_vllm_rollouts_trains_and_evaluates(launch):
+    result = launch("model=tiny", "generation=vllm", "budget.max_steps=2", "eval.sampling.n=4", "eval.sampling.k=[1,4]",
+                    timeout=1200)
+    assert result.returncode == 0, result.output[-4000:]
+    summary = result.summary(result.run_dirs()[0])
+    assert summary["status"] == "completed" and summary["global_step"] == 2
+    assert "eval/reasoning_gym_heldout/pass@1" in summary["metrics"] and "baseline/reasoning_gym_heldout/pass@1" in summary["metrics"]
