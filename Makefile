@@ -40,8 +40,11 @@ run: setup
 # The whole suite: the main environment, then the vLLM stage in its own environment.
 test: test-main test-vllm
 
+# The SLURM tests use a real one-machine cluster: started here, stopped afterwards whatever happens.
 test-main: setup
-	$(BIN)/python -m pytest -m "not vllm" $(PYTEST_ARGS)
+	scripts/slurm/cluster.sh start
+	SLURM_CONF=$$(scripts/slurm/cluster.sh env | cut -d= -f2) $(BIN)/python -m pytest -m "not vllm" $(PYTEST_ARGS); \
+	  status=$$?; scripts/slurm/cluster.sh stop; exit $$status
 
 test-vllm: setup-vllm
 	$(VLLM_VENV)/bin/python -m pytest -m vllm $(PYTEST_ARGS)

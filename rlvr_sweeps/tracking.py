@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig
+from transformers.integrations import WandbCallback
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,9 @@ class Tracking:
     note: str | None = None
     _run: object = field(default=None, repr=False)
 
-    @property
-    def report_to(self) -> list[str]:
-        return ["wandb"] if self._run is not None else []
+    def callbacks(self) -> list:
+        """Trainer callbacks that log every step to this W&B run (none without one)."""
+        return [TolerantWandbCallback()] if self._run is not None else []
 
     def describe(self) -> dict:
         info = {"backend": self.backend, "mode": self.mode, "run_id": self.run_id, "dir": self.sync_dir, "note": self.note}
@@ -80,6 +81,41 @@ def start_tracking(logger_cfg: DictConfig, run_dir: str, *, run_id: str, name: s
     return Tracking("wandb", "offline", run.id, sync_dir, note, run)
 
 
+class TolerantWandbCallback(WandbCallback):
+    """transformers' WandbCallback, but the first W&B failure (a W&B service killed with the job's
+    processes at preemption, a lost network) turns W&B logging off instead of failing the run;
+    metrics.jsonl keeps every step. The trainer itself gets report_to="none", so that TRL's own
+    direct W&B calls (profiling timers) cannot fail the run either."""
+
+    broken = False
+
+    def _guarded(self, event: str, *args, **kwargs):
+        if self.broken:
+            return None
+        try:
+            return getattr(super(), event)(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - any W&B failure
+            self.broken = True
+            log.warning("W&B logging stopped (%s: %s); the run goes on and metrics.jsonl keeps every step.",
+                        type(err).__name__, (str(err).splitlines() or [""])[0][:160])
+            return None
+
+    def on_train_begin(self, *args, **kwargs):
+        return self._guarded("on_train_begin", *args, **kwargs)
+
+    def on_train_end(self, *args, **kwargs):
+        return self._guarded("on_train_end", *args, **kwargs)
+
+    def on_log(self, *args, **kwargs):
+        return self._guarded("on_log", *args, **kwargs)
+
+    def on_save(self, *args, **kwargs):
+        return self._guarded("on_save", *args, **kwargs)
+
+    def on_evaluate(self, *args, **kwargs):
+        return self._guarded("on_evaluate", *args, **kwargs)
+
+
 def _has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -88,3 +124,4 @@ def _has_credentials() -> bool:
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
+

@@ -104,14 +104,14 @@ def train(cfg: DictConfig) -> dict:
         dataset = build_train_dataset(cfg.data, cfg.prompt, loaded.tokenizer)
         verifier = MathVerifier(timeout_s=cfg.reward.timeout_s, max_chars=cfg.reward.max_chars)
         reward_functions, reward_weights = build_reward_functions(cfg.reward, verifier)
-        args = grpo_config(cfg, output_dir=str(record.checkpoints_dir), hardware=hardware, report_to=tracking.report_to,
+        args = grpo_config(cfg, output_dir=str(record.checkpoints_dir), hardware=hardware,
                            run_name=identity["run_name"], reward_weights=reward_weights)
         budget_cb = BudgetCallback(meter, lookahead_steps=args.steps_per_generation * args.num_iterations)
         metrics_cb = MetricsCallback(record, meter)
         trainer = RLVRTrainer(
             model=loaded.model, reward_funcs=reward_functions, args=args, train_dataset=dataset,
             processing_class=loaded.tokenizer, peft_config=lora_config(cfg.lora),
-            callbacks=[CheckpointMarker(record), metrics_cb, BudgetProgressBar(meter)],
+            callbacks=[CheckpointMarker(record), metrics_cb, BudgetProgressBar(meter), *tracking.callbacks()],
             on_generated_tokens=meter.add_generated_tokens,
         )
         _use_budget_progress_bar(trainer)

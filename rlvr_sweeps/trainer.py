@@ -26,7 +26,7 @@ OWNED_ELSEWHERE = {
 }
 
 
-def grpo_config(cfg: DictConfig, *, output_dir: str, hardware: Hardware, report_to: list[str], run_name: str,
+def grpo_config(cfg: DictConfig, *, output_dir: str, hardware: Hardware, run_name: str,
                 reward_weights: list[float]) -> GRPOConfig:
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}
     kwargs = {}
@@ -45,7 +45,7 @@ def grpo_config(cfg: DictConfig, *, output_dir: str, hardware: Hardware, report_
         output_dir=output_dir,
         max_steps=int(cfg.budget.max_steps) if cfg.budget.max_steps else -1,
         reward_weights=reward_weights,
-        report_to=report_to or "none",
+        report_to="none",  # W&B logging goes through the run's own callback (rlvr_sweeps.tracking)
         run_name=run_name,
         use_cpu=not hardware.has_cuda,
     )

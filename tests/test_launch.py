@@ -131,5 +131,16 @@ def test_gpu_settings_on_a_cpu_machine_are_refused(launch):
 def test_dry_run_prints_the_plan_and_trains_nothing(launch):
     result = launch("model=tiny", "lora.rank=8", "dry_run=true")
     assert result.returncode == 0, result.output
-    assert "run folder:" in result.stdout and "lora.rank=8,model=tiny" in result.stdout
+    assert "1 of 1 runs to go" in result.stdout and "runs/default/lora.rank=8,model=tiny" in result.stdout
     assert not (result.runs / "default" / "lora.rank=8,model=tiny" / "summary.json").exists()
+
+
+def test_dry_run_of_a_sweep_prints_one_line_per_run_and_the_total(launch):
+    done = launch("lora.rank=8", "model=tiny", "budget.max_steps=2", "eval=[]")  # one of the four is done already
+    assert done.returncode == 0, done.output
+    result = launch("-m", "lora.rank=8,64", "model=tiny", "budget.max_steps=2", "eval=[],[reasoning_gym_heldout]", "dry_run=true")
+    assert result.returncode == 0, result.output
+    plan = [line for line in result.stdout.splitlines() if line.startswith(("run ", "skip "))]
+    assert len(plan) == 4 and [line.split()[0] for line in plan].count("skip") == 1
+    assert "3 of 4 runs to go: at most 0.30 cpu device-hours" in result.stdout
+    assert len(list(result.runs.glob("default/*/summary.json"))) == 1  # the dry run ran nothing

@@ -98,7 +98,7 @@ def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, 
         "generation": {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3},
         "budget": {"max_steps": 2},
     })
-    args = grpo_config(cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), report_to=[], run_name="t",
+    args = grpo_config(cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t",
                        reward_weights=[1.0])
     lora = OmegaConf.create({"rank": 8, "alpha": 16, "alpha_ratio": None, "dropout": 0.0, "target_modules": "all-linear", "use_rslora": False})
     trainer = RLVRTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_folder), reward_funcs=[length_reward], args=args,

@@ -76,9 +76,31 @@ class _SweepLauncherMixin:
                 returns[i] = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED,
                                        _return_value={"status": "submitted", "job_id": job.job_id, "run_dir": plans[i].run_dir})
             return returns
-        for i, job in zip(todo, jobs):
-            returns[i] = job.results()[0]
-        return returns
+        job_errors = {}
+        for i, job in zip(todo, jobs):  # wait; what each run did is recorded in its run folder
+            try:
+                job.results()
+            except Exception as err:  # noqa: BLE001 - submitit's FailedJobError, a killed job...
+                job_errors[plans[i].run_dir] = f"job {job.job_id}: {str(err).strip().splitlines()[-1]}"
+        return self._report(plans, job_errors)
+
+    def _report(self, plans, job_errors: dict) -> list:
+        from rlvr_sweeps.errors import UserError
+        from rlvr_sweeps.run_record import RunRecord
+        from rlvr_sweeps.sweep import format_status
+
+        summaries = []
+        for plan in plans:
+            summary = RunRecord(plan.run_dir).read_summary() or {"status": "unknown", "run_dir": plan.run_dir}
+            if summary.get("status") not in {"completed", "failed"} and plan.run_dir in job_errors:
+                summary = {**summary, "status": "failed", "error": job_errors[plan.run_dir]}  # died unrecorded
+            summaries.append(summary)
+        print(format_status(summaries), flush=True)
+        failed = [s for s in summaries if s.get("status") != "completed"]
+        if failed:
+            raise UserError(f"{len(failed)} of {len(plans)} runs did not complete; their errors are listed above and "
+                            f"kept in each run's summary.json. Relaunching the sweep retries them.")
+        return [JobReturn(overrides=p.overrides.split(), status=JobStatus.COMPLETED, _return_value=s) for p, s in zip(plans, summaries)]
 
 
 class SlurmSweepLauncher(_SweepLauncherMixin, SlurmLauncher):

@@ -1,0 +1,118 @@
+"""Sweeps on a real one-machine SLURM cluster (scripts/slurm/cluster.sh, started here if needed):
+results come back, a requeued job resumes from its checkpoint, failures are reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
+
+CLUSTER = ROOT / "scripts" / "slurm" / "cluster.sh"
+SMALL = ("model=tiny", "eval.sampling.n=2", "eval.sampling.k=[1,2]", "hydra/launcher=slurm_a40",
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=3")
+
+
+@pytest.fixture(scope="session")
+def slurm_conf():
+    """The cluster's SLURM_CONF; starts the cluster when it is not running and stops it afterwards."""
+    running = subprocess.run([str(CLUSTER), "status"], capture_output=True, text=True).returncode == 0
+    if not running:
+        started = subprocess.run([str(CLUSTER), "start"], capture_output=True, text=True, timeout=600)
+        assert started.returncode == 0, started.stderr[-3000:]
+    conf = subprocess.run([str(CLUSTER), "env"], capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+    yield conf
+    if not running:
+        subprocess.run([str(CLUSTER), "stop"], capture_output=True, timeout=300)
+
+
+@pytest.fixture
+def sweep(tmp_path, model_cache, slurm_conf):
+    runs = tmp_path / "runs"
+    env = {**os.environ, "SLURM_CONF": slurm_conf, "RLVR_SWEEPS_RUNS": str(runs), "RLVR_SWEEPS_CACHE": str(model_cache),
+           "WANDB_SILENT": "true"}
+    env.pop("WANDB_API_KEY", None)
+
+    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", *SMALL, *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    run.runs = runs
+    run.env = env
+    return run
+
+
+def summaries(folder: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/summary.json")}
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_2x2_sweep_of_single_gpu_jobs_comes_back(sweep):
+    done = sweep("lora.rank=8,64", "trainer.seed=0,1", "budget.max_steps=2", "hydra.launcher.wait=true")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = summaries(sweep.runs / "default")
+    assert len(runs) == 4 and all(s["status"] == "completed" and s["global_step"] == 2 for s in runs.values())
+    seeds = lambda s: next(o for o in s["overrides"] if o.startswith("trainer.seed="))  # noqa: E731
+    assert {(s["lora"]["rank"], seeds(s)) for s in runs.values()} == {
+        (8, "trainer.seed=0"), (8, "trainer.seed=1"), (64, "trainer.seed=0"), (64, "trainer.seed=1")}
+    assert len({s["slurm_job_id"] for s in runs.values()}) == 4  # one SLURM job each
+    assert "4 completed" in done.stdout
+
+    again = sweep("lora.rank=8,64", "trainer.seed=0,1", "budget.max_steps=2", "hydra.launcher.wait=true")
+    assert again.returncode == 0 and "0 of 4 runs to go" in again.stdout and "submitted" not in again.stdout
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint(sweep):
+    submitted = sweep("name=requeue", "budget.max_steps=40", "trainer.save_steps=5", "eval=[]")
+    assert submitted.returncode == 0 and "1 jobs queued" in submitted.stdout, submitted.stdout + submitted.stderr
+    folder = sweep.runs / "requeue"
+
+    def progress():
+        runs = summaries(folder)
+        return next(iter(runs.values())) if runs and next(iter(runs.values())).get("global_step", 0) >= 8 else None
+
+    before = wait_for(progress, 300, "training to reach step 8")
+    requeued = subprocess.run(["scontrol", "requeue", str(before["slurm_job_id"])], env=sweep.env, capture_output=True, text=True)
+    assert requeued.returncode == 0, requeued.stderr
+    after = wait_for(lambda: next((s for s in summaries(folder).values() if s["status"] == "completed"), None), 600,
+                     "the requeued run to complete")
+    run_dir = Path(after["run_dir"])
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 41))  # every step once: none lost, none duplicated
+    first, second = after["attempts"]
+    assert first["resumed_from_step"] == 0 and second["resumed_from_step"] >= before["global_step"]
+    assert after["global_step"] == 40 and after["stop_reason"] == "max_steps"
+    assert after["wandb"]["run_id"] == before["wandb"]["run_id"]  # the same W&B run, resumed
+    assert after["budget"]["used_s"] > after["timings"]["total_s"]  # the first attempt's time counts too
+
+
+def test_a_failing_job_is_reported_as_failed_and_retried_on_relaunch(sweep):
+    args = ("name=broken", "data=open_rs", "data.path=/nonexistent/problems.jsonl", "budget.max_steps=1", "hydra.launcher.wait=true")
+    done = sweep(*args)
+    assert done.returncode != 0 and "1 of 1 runs did not complete" in done.stderr
+    assert "Traceback" not in done.stderr
+    (summary,) = summaries(sweep.runs / "broken").values()
+    assert summary["status"] == "failed" and "/nonexistent/problems.jsonl" in summary["error"]
+    assert "failed" in done.stdout and "/nonexistent/problems.jsonl" in done.stdout  # in the sweep's table
+
+    status = subprocess.run([sys.executable, "-m", "rlvr_sweeps.sweep", str(sweep.runs / "broken")], capture_output=True, text=True)
+    assert status.returncode == 1 and "failed" in status.stdout
+    plan = sweep(*args, "dry_run=true")
+    assert "retry after failure" in plan.stdout and "submitted" not in plan.stdout
