@@ -89,6 +89,7 @@ class BudgetMeter:
             "limit_s": self.budget.seconds,
             "reserve_s": self.budget.reserve_seconds,
             "used_s": round(self.elapsed_s, 3),
+            "earlier_attempts_s": round(self.spent_before_s, 3),  # of used_s: spent before a requeue or relaunch
             "used_fraction": round(self.elapsed_s / self.budget.seconds, 4),
             # GPU-hours on a GPU; core-hours on a CPU (count = cores this process may use)
             "device_hours": round(device_hours, 6),

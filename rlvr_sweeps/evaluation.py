@@ -7,17 +7,19 @@ Pass@k uses the unbiased estimator 1 - C(n-c, k) / C(n, k); Pass@1 is the mean a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
 from .data import load_problems, render_prompt
 from .errors import UserError
+from .run_record import atomic_write
 from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,10 @@ class Evaluator:
     """Runs every configured benchmark through one generator and writes per-sample records."""
 
     def __init__(self, eval_cfg: DictConfig, prompt_cfg: DictConfig, tokenizer, verifier: MathVerifier, out_dir: Path,
-                 exclude_questions: set[str] | None = None):
+                 exclude_questions: set[str] | None = None, baseline_cache: Path | None = None, model_key: str = ""):
         self.cfg = eval_cfg
+        self.baseline_cache = baseline_cache
+        self.model_key = model_key
         self.prompt_cfg = prompt_cfg
         self.tokenizer = tokenizer
         self.verifier = verifier
@@ -146,16 +150,34 @@ class Evaluator:
         for benchmark in self.benchmarks:
             if only and benchmark.name != only:
                 continue
-            problems = self.problems(benchmark)
-            started = time.monotonic()
-            completions = generator.generate(self.prompts(problems), benchmark, seed=int(self.cfg.seed))
-            metrics, samples = score(benchmark, problems, completions, self.verifier, bool(self.cfg.save_text))
-            metrics["seconds"] = round(time.monotonic() - started, 3)
+            cache = self._cache_path(benchmark, generator) if phase == "baseline" else None
+            if cache is not None and cache.exists():  # the same untrained model, benchmark and sampling
+                cached = json.loads(cache.read_text())
+                metrics, samples = {**cached["metrics"], "cached": True}, [Sample(**s) for s in cached["samples"]]
+            else:
+                problems = self.problems(benchmark)
+                started = time.monotonic()
+                completions = generator.generate(self.prompts(problems), benchmark, seed=int(self.cfg.seed))
+                metrics, samples = score(benchmark, problems, completions, self.verifier, bool(self.cfg.save_text))
+                metrics["seconds"] = round(time.monotonic() - started, 3)
+                if cache is not None:
+                    atomic_write(cache, json.dumps({"metrics": metrics, "samples": [asdict(s) for s in samples]}))
             self._write_samples(phase, benchmark.name, samples)
             log.info("%s %s: %s", phase, benchmark.name,
                      ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("pass@")))
             results[benchmark.name] = metrics
         return results
+
+    def _cache_path(self, benchmark: Benchmark, generator) -> Path | None:
+        """Baselines are shared by every run of a sweep that starts from the same model."""
+        if self.baseline_cache is None or not self.model_key:
+            return None
+        key = {"model": self.model_key, "benchmark": OmegaConf.to_container(benchmark.cfg, resolve=True),
+               "prompt": OmegaConf.to_container(self.prompt_cfg, resolve=True), "seed": int(self.cfg.seed),
+               "batch_size": int(self.cfg.batch_size), "backend": type(generator).__name__,
+               "exclude": hashlib.sha256("\n".join(sorted(self.exclude_questions)).encode()).hexdigest()}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return self.baseline_cache / f"{benchmark.name}-{digest}.json"
 
     def _write_samples(self, phase: str, name: str, samples: list[Sample]) -> None:
         path = self.out_dir / phase / f"{name}.jsonl"
@@ -182,13 +204,13 @@ def flat_metrics(results: dict[str, dict[str, dict]]) -> dict[str, float]:
 class CheckpointSelection(TrainerCallback):
     """Evaluates one benchmark at every saved checkpoint and keeps the best checkpoint from rotation."""
 
-    def __init__(self, evaluator: Evaluator, generator, benchmark: str, on_result=None):
+    def __init__(self, evaluator: Evaluator, generator, benchmark: str, on_result=None, earlier_scores: dict | None = None):
         self.evaluator = evaluator
         self.generator = generator
         self.benchmark = benchmark
         self.on_result = on_result
-        self.scores: dict[int, float] = {}
-        self.best_step: int | None = None
+        self.scores: dict[int, float] = {int(step): score for step, score in (earlier_scores or {}).items()}  # before a resume
+        self.best_step: int | None = max(self.scores, key=lambda s: (self.scores[s], -s)) if self.scores else None
 
     def on_save(self, args, state, control, **kwargs):
         result = self.evaluator.run(self.generator, f"step-{state.global_step:06d}", only=self.benchmark)[self.benchmark]

@@ -77,7 +77,10 @@ def model_folder(model_cfg: DictConfig, cache_dir: Path) -> str:
         return str(_cached(cache_dir, model_cfg, _convert_packaged_gguf))
     if model_cfg.source == "random":
         return str(_cached(cache_dir, model_cfg, _build_random))
-    raise UserError(f"model.source={model_cfg.source!r} is unknown; use hub, gguf_package or random.")
+    if model_cfg.source == "sft":
+        base = model_folder(model_cfg.base, cache_dir)  # prepared (and cached) first
+        return str(_cached(cache_dir, model_cfg, lambda cfg, out: _build_sft(cfg, base, out)))
+    raise UserError(f"model.source={model_cfg.source!r} is unknown; use hub, gguf_package, random or sft.")
 
 
 def _hub_model(model_cfg: DictConfig) -> str:
@@ -194,6 +197,35 @@ def _build_random(model_cfg: DictConfig, out: Path) -> None:
     )
     torch.manual_seed(int(model_cfg.seed))
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _build_sft(model_cfg: DictConfig, base_folder: str, out: Path) -> None:
+    """Supervised fine-tuning of the base model on procedural problems answered in the project's
+    format (TRL's SFTTrainer, loss on the answers only)."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from .data import reasoning_gym_problems
+
+    sft = model_cfg.sft
+    problems = reasoning_gym_problems(sft.problems.generators, int(sft.problems.size), int(sft.problems.seed))
+    rows = [{"prompt": [{"role": "user", "content": sft.prompt_template.replace("{question}", p["question"])}],
+             "completion": [{"role": "assistant", "content": sft.answer_template.replace("{answer}", p["answer"])}]}
+            for p in problems]
+    tokenizer = AutoTokenizer.from_pretrained(base_folder)
+    model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as scratch:
+        args = SFTConfig(output_dir=scratch, max_steps=int(sft.max_steps), learning_rate=float(sft.learning_rate),
+                         per_device_train_batch_size=int(sft.per_device_train_batch_size), seed=int(sft.seed),
+                         lr_scheduler_type="cosine", warmup_steps=5, logging_steps=10, save_strategy="no", report_to="none",
+                         use_cpu=not cuda, bf16=cuda, disable_tqdm=True)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)
+        result = trainer.train()
+    log.info("SFT of %s: %d steps, final training loss %.3f", model_cfg.name, int(sft.max_steps), result.training_loss)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 

@@ -7,7 +7,7 @@ import os
 
 from omegaconf import OmegaConf
 
-MAX_NAME = 120
+MAX_NAME = 200  # file systems allow 255 bytes per name
 
 
 def run_id(override_dirname: str) -> str:

@@ -140,6 +140,33 @@ class CheckpointMarker(TrainerCallback):
             atomic_write(folder / COMPLETE_MARKER, json.dumps({"step": state.global_step, "at": now_iso()}) + "\n")
 
 
+FLAT_SECTIONS = ("model", "lora", "budget", "timings", "train")
+FLAT_FIELDS = ("status", "stop_reason", "global_step", "name", "error")
+
+
+def flat_summary(summary: dict) -> dict:
+    """A run's summary as flat keys, as W&B stores it and analysis reads it from either source:
+    eval metrics under their own names (eval/<bench>/pass@1, baseline/..., delta/...), sections
+    as section/key (budget/used_s, train/last/reward, lora/rank, ...)."""
+    flat = dict(summary.get("metrics") or {})
+    for field in FLAT_FIELDS:
+        if field in summary:
+            flat[field] = summary[field]
+    for section in FLAT_SECTIONS:
+        flat.update(_flatten(summary.get(section) or {}, f"{section}/"))
+    return flat
+
+
+def _flatten(tree: dict, prefix: str) -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def provenance() -> dict:
     versions = {}
     for name in PACKAGES:

@@ -13,6 +13,7 @@ import time
 import traceback
 import uuid
 from dataclasses import asdict
+from pathlib import Path
 import warnings
 
 from hydra.core.hydra_config import HydraConfig
@@ -29,9 +30,9 @@ from .models import load_model
 from .preemption import GracefulStop
 from .rewards import build_reward_functions
 from .sweep import format_plan, plan_run
-from .run_record import CheckpointMarker, MetricsCallback, RunRecord, now_iso, provenance, scrub_secrets
+from .run_record import CheckpointMarker, MetricsCallback, RunRecord, flat_summary, now_iso, provenance, scrub_secrets
 from .tracking import Tracking, start_tracking
-from .trainer import RLVRTrainer, grpo_config, load_adapter, lora_config
+from .trainer import RLVRTrainer, grpo_config, load_checkpoint_weights, lora_config
 from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ def train(cfg: DictConfig) -> dict:
                               lora={"rank": cfg.lora.rank, "alpha": _lora_alpha(trainer)})
 
         evaluator = Evaluator(cfg.eval, cfg.prompt, loaded.tokenizer, verifier, record.dir / "eval",
-                              exclude_questions=set(dataset["question"]))
+                              exclude_questions=set(dataset["question"]),
+                              baseline_cache=Path(cfg.paths.cache) / "baselines" if cfg.eval.cache_baseline else None,
+                              model_key=f"{loaded.folder}@{cfg.model.revision}:{cfg.model.dtype}")
         generator = make_generator(cfg, trainer, loaded)
         if evaluator.benchmarks and cfg.eval.baseline and not results["baseline"]:
             started = time.monotonic()
@@ -130,7 +133,8 @@ def train(cfg: DictConfig) -> dict:
             record.update_summary(eval={"baseline": results["baseline"]})
         selection = None
         if cfg.eval.select_on:
-            selection = CheckpointSelection(evaluator, generator, cfg.eval.select_on,
+            earlier = (prior.get("eval") or {}).get("checkpoints") if resume_from else None
+            selection = CheckpointSelection(evaluator, generator, cfg.eval.select_on, earlier_scores=earlier,
                                             on_result=lambda step, r: record.update_summary(eval={**results, "checkpoints": selection.scores}))
             trainer.add_callback(selection)
         graceful = GracefulStop()
@@ -140,9 +144,12 @@ def train(cfg: DictConfig) -> dict:
         log.info("Training %s (%.2f M trainable parameters) on %s for at most %.1f min",
                  identity["run_name"], trainable / 1e6, hardware.name, meter.budget.training_seconds / 60)
 
-        if meter.training_left_s <= 0:
+        if meter.training_left_s <= 0:  # e.g. requeued while it was saving or evaluating at the end
             budget_cb.stop_reason = WALL_CLOCK
-            log.warning("The budget was spent before training could start (%.0f s used).", meter.elapsed_s)
+            log.warning("No training time left in the budget (%.0f s used); finishing.", meter.elapsed_s)
+            if resume_from:
+                load_checkpoint_weights(trainer.model, resume_from)
+                trainer.state.global_step = resumed_step
         else:
             started = time.monotonic()
             with graceful.armed():
@@ -161,7 +168,7 @@ def train(cfg: DictConfig) -> dict:
         selected_step = trainer.state.global_step
         if selection and selection.best_step is not None and selection.best_step != selected_step:
             selected_step = selection.best_step
-            load_adapter(trainer.model, record.checkpoints_dir / f"checkpoint-{selected_step}")
+            load_checkpoint_weights(trainer.model, record.checkpoints_dir / f"checkpoint-{selected_step}")
             log.info("Evaluating the best checkpoint by %s: step %d", cfg.eval.select_on, selected_step)
         if evaluator.benchmarks and cfg.eval.final:
             started = time.monotonic()
@@ -188,7 +195,7 @@ def train(cfg: DictConfig) -> dict:
     finally:
         if verifier is not None:
             verifier.close()
-        tracking.finish(_wandb_summary(summary), exit_code=1 if summary.get("status") == "failed" else 0)
+        tracking.finish(flat_summary(summary), exit_code=1 if summary.get("status") == "failed" else 0)
 
 
 def _report(summary: dict, meter: BudgetMeter, hardware) -> None:
@@ -223,19 +230,6 @@ def _train_summary(record: RunRecord) -> dict:
     steps = [m for m in record.read_metrics() if "reward" in m]
     numeric = lambda m: {k: v for k, v in m.items() if isinstance(v, (int, float))}  # noqa: E731
     return {"logged_steps": len(steps), "first": numeric(steps[0]) if steps else {}, "last": numeric(steps[-1]) if steps else {}}
-
-
-def _wandb_summary(summary: dict) -> dict:
-    """The summary for W&B: eval metrics under their stable names, the rest flattened with '/'."""
-    flat = dict(summary.get("metrics") or {})
-    for section in ("budget", "timings"):
-        for key, value in (summary.get(section) or {}).items():
-            if isinstance(value, (int, float, str)) or value is None:
-                flat[f"{section}/{key}"] = value
-    for key in ("status", "stop_reason", "global_step"):
-        if key in summary:
-            flat[key] = summary[key]
-    return flat
 
 
 def _fmt(value) -> str:

@@ -96,11 +96,16 @@ class RLVRTrainer(GRPOTrainer):
         return output
 
 
-def load_adapter(model, checkpoint) -> None:
-    """Load a saved checkpoint's LoRA weights into the (PEFT) model in place."""
+def load_checkpoint_weights(model, checkpoint) -> None:
+    """Load a saved checkpoint's trained weights into the model in place: the LoRA adapter, or
+    the whole model after full fine-tuning."""
     from pathlib import Path
 
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    set_peft_model_state_dict(model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
+    adapter = Path(checkpoint) / "adapter_model.safetensors"
+    if adapter.exists():
+        set_peft_model_state_dict(model, load_file(str(adapter)))
+    else:
+        model.load_state_dict(load_file(str(Path(checkpoint) / "model.safetensors")), strict=False)

@@ -63,7 +63,7 @@ def test_multirun_makes_one_folder_per_rank(launch):
 
 
 def test_wall_clock_budget_stops_a_real_run(launch):
-    result = launch("model=tiny", "budget.minutes=0.5", "budget.reserve_minutes=0.05")
+    result = launch("model=tiny", "budget.minutes=0.5", "budget.reserve_minutes=0.1", "eval=[]")
     assert result.returncode == 0, result.output
     (run_dir,) = result.run_dirs()
     summary = result.summary(run_dir)

@@ -63,3 +63,17 @@ def test_a_local_copy_of_a_hub_model_loads_through_model_path(tmp_path):
     tiny = model_folder(model_cfg("tiny"), tmp_path)
     loaded = load_model(model_cfg("instruct", path=tiny, dtype="float32"), tmp_path, CPU)
     assert loaded.folder == tiny and loaded.parameters > 0
+
+
+def test_sft_source_fine_tunes_its_base_once_and_caches_it(tmp_path):
+    """model=smollm2_math's mechanism, on the tiny model: TRL's SFTTrainer on procedural problems."""
+    base = OmegaConf.to_container(model_cfg("tiny"))
+    sft = model_cfg("smollm2_math", base=base, **{"sft.max_steps": 3, "sft.problems.size": 24})
+    sft.sft.prompt_template = "{question}\nPut the answer in \\boxed{}."
+    folder = model_folder(sft, tmp_path)
+    assert folder != model_folder(model_cfg("tiny"), tmp_path) and model_folder(sft, tmp_path) == folder
+    import safetensors.torch as st
+
+    trained = st.load_file(f"{folder}/model.safetensors")
+    original = st.load_file(f"{model_folder(model_cfg('tiny'), tmp_path)}/model.safetensors")
+    assert any(not (trained[k] == original[k]).all() for k in original)  # the weights moved

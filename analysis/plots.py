@@ -1,0 +1,107 @@
+"""Figures of a sweep (PNG): training curves per init and rank, Pass@1 against rank, accuracy against cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .tables import rank_order  # noqa: E402
+
+
+def _rank_label(rank) -> str:
+    return "full fine-tuning" if rank == "full" else f"LoRA r={rank}"
+
+
+def training_curves(curves: pd.DataFrame, column: str, ylabel: str, title: str, path: Path) -> Path | None:
+    """One panel per init, one line per rank (mean over seeds at each step)."""
+    data = curves.dropna(subset=[column]) if len(curves) else curves
+    if not len(data):
+        return None
+    inits = sorted(data["init"].unique())
+    fig, axes = plt.subplots(1, len(inits), figsize=(5 * len(inits), 3.8), squeeze=False, sharey=True)
+    for ax, init in zip(axes[0], inits):
+        panel = data[data["init"] == init]
+        for rank in rank_order(panel["rank"].unique()):
+            line = panel[panel["rank"] == rank].groupby("step")[column].mean()
+            ax.plot(line.index, line.values, marker="o", markersize=3, label=_rank_label(rank))
+        ax.set_title(f"init: {init}")
+        ax.set_xlabel("training step (optimizer updates)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def pass_vs_rank(runs: pd.DataFrame, benchmark: str, metric: str, path: Path) -> Path | None:
+    key, base_key = f"eval/{benchmark}/{metric}", f"baseline/{benchmark}/{metric}"
+    ok = runs[(runs["status"] == "completed")].dropna(subset=[key]) if key in runs else runs.iloc[0:0]
+    if not len(ok):
+        return None
+    ranks = rank_order(ok["rank"].unique())
+    positions = {rank: i for i, rank in enumerate(ranks)}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for init, group in ok.groupby("init", sort=True):
+        means = group.groupby("rank")[key].mean()
+        xs = [positions[r] for r in ranks if r in means.index]
+        line = ax.plot(xs, [means[r] * 100 for r in ranks if r in means.index], marker="o", label=f"{init} (trained)")
+        if base_key in group and group[base_key].notna().any():
+            ax.axhline(group[base_key].mean() * 100, linestyle="--", color=line[0].get_color(), alpha=0.7,
+                       label=f"{init} (untrained baseline)")
+    ax.set_xticks(range(len(ranks)), [_rank_label(r) for r in ranks], rotation=15)
+    ax.set_xlabel("adapter")
+    ax.set_ylabel(f"{metric} on {benchmark} (%)")
+    ax.set_title(f"{metric} on {benchmark} after training, by LoRA rank")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def accuracy_vs_cost(runs: pd.DataFrame, benchmark: str, metric: str, path: Path) -> Path | None:
+    key = f"eval/{benchmark}/{metric}"
+    ok = runs[(runs["status"] == "completed")].dropna(subset=[key, "cost_usd"]) if key in runs else runs.iloc[0:0]
+    if not len(ok):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    markers = dict(zip(rank_order(ok["rank"].unique()), "osD^vP*X"))
+    for init, group in ok.groupby("init", sort=True):
+        color = None
+        for rank, cell in group.groupby("rank"):
+            points = ax.scatter(cell["cost_usd"], cell[key] * 100, marker=markers[rank], color=color,
+                                label=f"{init}, {_rank_label(rank)}")
+            color = points.get_facecolor()[0]
+    ax.set_xlabel("compute cost of the run (USD, at the budget's price per device-hour)")
+    ax.set_ylabel(f"{metric} on {benchmark} (%)")
+    ax.set_title(f"Accuracy against cost ({benchmark})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def all_plots(runs: pd.DataFrame, curves: pd.DataFrame, benchmarks: list[tuple[str, str]], out: Path) -> list[Path]:
+    made = [
+        training_curves(curves, "reward", "mean reward of a step's completions", "Reward during training", out / "reward_curves.png"),
+        training_curves(curves, "completion_length", "mean completion length (tokens)", "Completion length during training",
+                        out / "completion_length_curves.png"),
+    ]
+    for benchmark, metric in benchmarks:
+        if metric == "pass@1":
+            made.append(pass_vs_rank(runs, benchmark, metric, out / f"{benchmark}_pass1_vs_rank.png"))
+            made.append(accuracy_vs_cost(runs, benchmark, metric, out / f"{benchmark}_pass1_vs_cost.png"))
+    return [p for p in made if p is not None]

@@ -1,0 +1,152 @@
+"""python -m analysis: tables and plots from run folders or from W&B, the same either way."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.__main__ import main as analysis_main
+from analysis.sources import load_local, load_wandb
+from analysis.tables import GAP, all_tables, bootstrap_ci, metric_table
+from conftest import ROOT
+
+SMALL_EVAL = ("eval.sampling.n=4", "eval.sampling.k=[1,4]")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, model_cache):
+    """A real offline sweep of tiny runs: 2 ranks x 2 seeds, plus a failed run and one without evaluation."""
+    import os
+
+    runs = tmp_path_factory.mktemp("sweep") / "runs"
+    env = {**os.environ, "RLVR_SWEEPS_RUNS": str(runs), "RLVR_SWEEPS_CACHE": str(model_cache), "WANDB_SILENT": "true"}
+    env.pop("WANDB_API_KEY", None)
+
+    def launch(*args):
+        return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=runs.parent, env=env,
+                              capture_output=True, text=True, timeout=900)
+
+    done = launch("-m", "lora.rank=8,64", "trainer.seed=0,1", "model=tiny", "budget.max_steps=2",
+                  "trainer.learning_rate=0.05", *SMALL_EVAL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert launch("lora.rank=256", "model=tiny", "trainer.learning_rate=0.05", "data=open_rs", "data.path=/nonexistent.jsonl").returncode != 0
+    assert launch("lora=none", "model=tiny", "budget.max_steps=2", "trainer.learning_rate=0.05", "eval=[]").returncode == 0
+    return runs / "default"
+
+
+def recomputed_pass1(run_dir: Path, benchmark: str = "reasoning_gym_heldout", phase: str = "final") -> float:
+    samples = [json.loads(line) for line in (run_dir / "eval" / phase / f"{benchmark}.jsonl").read_text().splitlines()]
+    return sum(s["correct"] for s in samples) / len(samples)
+
+
+def test_table_cells_equal_a_recomputation_from_the_run_records(sweep):
+    runs, _ = load_local([str(sweep)])
+    table = metric_table(runs, "reasoning_gym_heldout", "pass@1", collapse_margin=0.02)
+    for rank in (8, 64):
+        run_dirs = [d for d in sweep.iterdir() if (d / "summary.json").exists()
+                    and json.loads((d / "summary.json").read_text())["lora"]["rank"] == rank
+                    and any(o.startswith("trainer.seed=") for o in json.loads((d / "summary.json").read_text())["overrides"])]
+        assert len(run_dirs) == 2
+        expected = np.mean([recomputed_pass1(d) for d in run_dirs])  # from the per-sample records
+        assert table.values.loc["tiny", rank] == pytest.approx(expected)
+        baseline = np.mean([recomputed_pass1(d, phase="baseline") for d in run_dirs])
+        assert table.values.loc["tiny", "baseline"] == pytest.approx(baseline)
+        assert "[" in table.frame.loc["tiny", f"r={rank}"]  # two seeds: a bootstrap interval
+
+
+def test_failed_runs_and_missing_metrics_are_marked_gaps(sweep):
+    runs, _ = load_local([str(sweep)])
+    table = metric_table(runs, "reasoning_gym_heldout", "pass@1", collapse_margin=0.02)
+    assert table.frame.loc["tiny", "r=256"] == f"{GAP} (failed)" and math.isnan(table.values.loc["tiny", 256])
+    assert table.frame.loc["tiny", "full FT"] == f"{GAP} (missing)"  # trained without evaluation
+    assert any("r=256: failed" in note for note in table.notes)
+
+
+def test_cli_writes_markdown_latex_csv_and_plots(sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert analysis_main([str(sweep), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| init | baseline | r=8 | r=64 | r=256 | full FT |" in printed and "collapse" in printed
+    assert r"\toprule" in (out / "reasoning_gym_heldout_pass1.tex").read_text()
+    csv = pd.read_csv(out / "reasoning_gym_heldout_pass1.csv", index_col="init")
+    assert list(csv.columns) == ["baseline", "r=8", "r=64", "r=256", "full FT"]
+    assert len(pd.read_csv(out / "runs.csv")) == 6
+    for png in ("reward_curves.png", "completion_length_curves.png", "reasoning_gym_heldout_pass1_vs_rank.png",
+                "reasoning_gym_heldout_pass1_vs_cost.png"):
+        assert (out / png).stat().st_size > 10_000
+
+
+class StandInRun:
+    """A stand-in for wandb.apis.public.Run (reading needs a W&B server), built from the records of
+    a real offline run, as `wandb leet inspect` prints them."""
+
+    def __init__(self, offline_dir: Path):
+        def inspect(*flags):
+            done = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(offline_dir)],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        state = json.loads(inspect("--summary"))
+        records = [json.loads(line) for line in inspect().splitlines() if line.strip()]
+        run_record = next(r["run"] for r in records if r["type"] == "run")
+        self.name, self.group, self.tags = run_record["display_name"], run_record["run_group"], run_record["tags"]
+        self.config, self.summary = state["config"], state["summary"]
+        self._history = [r["history"]["item"] for r in records if r["type"] == "history"]
+
+    def scan_history(self, keys):
+        return [row for row in self._history if all(k in row for k in keys)]
+
+
+class StandInApi:
+    """A stand-in for wandb.Api(): .runs(path, filters) over StandInRuns."""
+
+    def __init__(self, runs):
+        self._runs = runs
+
+    def runs(self, path, filters=None):
+        filters = filters or {}
+        return [r for r in self._runs if filters.get("group") in (None, r.group)
+                and ("tags" not in filters or set(filters["tags"]["$in"]) & set(r.tags))]
+
+
+def test_the_wandb_source_gives_the_same_tables_as_the_run_folders(sweep):
+    local_runs, local_curves = load_local([str(sweep)])
+    offline = [next((d / "wandb").glob("offline-run-*")) for d in sweep.iterdir() if (d / "wandb").is_dir()]
+    api = StandInApi([StandInRun(d) for d in offline])
+    wandb_runs, wandb_curves = load_wandb("me/rlvr-sweeps", group="default", api=api)
+    assert len(wandb_runs) == len(local_runs) == 6
+    for local, remote in zip(all_tables(local_runs, 0.02), all_tables(wandb_runs, 0.02)):
+        assert local.name == remote.name
+        pd.testing.assert_frame_equal(local.frame, remote.frame)
+    key = ["run", "step"]
+    merged = local_curves.merge(wandb_curves.drop_duplicates(key, keep="last"), on=key, suffixes=("", "_wandb"))
+    assert len(merged) == len(local_curves) and (merged["reward"] == merged["reward_wandb"]).all()
+
+
+def test_collapse_rule_and_bootstrap_interval():
+    rows = [{"run": f"{init}{seed}", "init": init, "rank": 8, "status": "completed", "seed": seed,
+             "baseline/b/pass@1": base, "eval/b/pass@1": final}
+            for init, base, final in (("instruct", 0.30, 0.35), ("math", 0.50, 0.40)) for seed in (0, 1)]
+    table = metric_table(pd.DataFrame(rows), "b", "pass@1", collapse_margin=0.02)
+    assert table.frame.loc["math", "r=8"].endswith("†") and not table.frame.loc["instruct", "r=8"].endswith("†")
+    assert any("Collapsed: math r=8" in note for note in table.notes)
+    low, high = bootstrap_ci([0.1, 0.2, 0.3, 0.4])
+    assert 0.1 <= low < 0.25 < high <= 0.4
+
+
+def test_log_to_wandb_publishes_tables_and_plots_offline(sweep, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "out"
+    assert analysis_main([str(sweep), "--out", str(out), "--log-to-wandb"]) == 0
+    (offline,) = (out / "wandb").glob("offline-run-*")
+    records = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
+                             capture_output=True, text=True).stdout
+    assert "tables/reasoning_gym_heldout/pass@1" in records and "plots/reward_curves" in records
