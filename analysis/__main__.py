@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rlvr_sweeps.errors import UserError
+
 from .plots import all_plots
 from .sources import load_local, load_wandb
 from .tables import all_tables, benchmarks_and_metrics, runs_table
@@ -36,7 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None, api=None) -> int:
     args = parse_args(argv)
     if args.wandb:
-        runs, curves = load_wandb(args.wandb, args.group, args.tags, args.state, api=api)
+        try:
+            runs, curves = load_wandb(args.wandb, args.group, args.tags, args.state, api=api)
+        except UserError as err:
+            print(err, file=sys.stderr)
+            return 2
     else:
         runs, curves = load_local(args.runs)
     if runs.empty:

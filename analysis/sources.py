@@ -74,10 +74,6 @@ def load_local(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
 def load_wandb(path: str, group: str | None = None, tags: list[str] | None = None, state: str | None = None,
                api=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs of an entity/project through wandb's public API (`api` defaults to wandb.Api())."""
-    if api is None:
-        import wandb
-
-        api = wandb.Api()
     filters = {}
     if group:
         filters["group"] = group
@@ -86,7 +82,18 @@ def load_wandb(path: str, group: str | None = None, tags: list[str] | None = Non
     if state:
         filters["state"] = state
     rows, curves = [], []
-    for run in api.runs(path, filters=filters or None):
+    try:
+        if api is None:
+            import wandb
+
+            api = wandb.Api(timeout=60)
+        found = list(api.runs(path, filters=filters or None))
+    except Exception as err:  # noqa: BLE001 - wandb raises CommError, ValueError, HTTP errors...
+        from rlvr_sweeps.errors import UserError
+
+        raise UserError(f"Could not read the runs of {path} from W&B ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+                        f"Check WANDB_API_KEY and the network, or analyze the local run folders: python -m analysis runs/<sweep>") from err
+    for run in found:
         if run.config.get("kind") == "analysis":
             continue
         row = run_row(dict(run.summary), dict(run.config), run.name)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import socket
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -62,6 +64,8 @@ def start_tracking(logger_cfg: DictConfig, run_dir: str, *, run_id: str, name: s
     if logger_cfg.mode == "online":
         if not _has_credentials():
             note = "no W&B credentials (set WANDB_API_KEY or run `wandb login`)"
+        elif not _server_answers(float(logger_cfg.init_timeout_s)):
+            note = f"W&B unreachable (no answer from {_base_url()})"
         else:
             try:
                 settings = wandb.Settings(init_timeout=float(logger_cfg.init_timeout_s), silent=True)
@@ -74,11 +78,24 @@ def start_tracking(logger_cfg: DictConfig, run_dir: str, *, run_id: str, name: s
         from .errors import UserError
 
         raise UserError(f"logger.mode={logger_cfg.mode!r}: use online or offline.")
-    run = wandb.init(mode="offline", settings=wandb.Settings(silent=True), **common)
+    run = _init_offline(wandb, common)
     sync_dir = os.path.dirname(run.dir) if run.dir.endswith("files") else run.dir
     if note:
         log.warning("%s: logging offline to %s; upload later with `wandb sync %s`", note, sync_dir, sync_dir)
     return Tracking("wandb", "offline", run.id, sync_dir, note, run)
+
+
+def _init_offline(wandb, common: dict, attempts: int = 5):
+    """wandb.init offline; after a failed online attempt wandb's service can hold the run id for a
+    moment ("run ID ... is in use"), so tear down and try again rather than lose the run."""
+    for attempt in range(attempts):
+        try:
+            return wandb.init(mode="offline", settings=wandb.Settings(silent=True), **common)
+        except Exception as err:  # noqa: BLE001 - wandb's ServerResponseError has no stable import path
+            if "in use" not in str(err) or attempt == attempts - 1:
+                raise
+            wandb.teardown()
+            time.sleep(2.0 * (attempt + 1))
 
 
 class TolerantWandbCallback(WandbCallback):
@@ -116,10 +133,25 @@ class TolerantWandbCallback(WandbCallback):
         return self._guarded("on_evaluate", *args, **kwargs)
 
 
+def _base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
+def _server_answers(timeout_s: float) -> bool:
+    """A TCP connection to the W&B server: a cheap probe that spares a doomed online wandb.init."""
+    url = urlparse(_base_url())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def _has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    host = urlparse(_base_url()).hostname
     try:
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,6 @@ SMALL_EVAL = ("eval.sampling.n=4", "eval.sampling.k=[1,4]")
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, model_cache):
     """A real offline sweep of tiny runs: 2 ranks x 2 seeds, plus a failed run and one without evaluation."""
-    import os
-
     runs = tmp_path_factory.mktemp("sweep") / "runs"
     env = {**os.environ, "RLVR_SWEEPS_RUNS": str(runs), "RLVR_SWEEPS_CACHE": str(model_cache), "WANDB_SILENT": "true"}
     env.pop("WANDB_API_KEY", None)
@@ -150,3 +149,11 @@ def test_log_to_wandb_publishes_tables_and_plots_offline(sweep, tmp_path, monkey
     records = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
                              capture_output=True, text=True).stdout
     assert "tables/reasoning_gym_heldout/pass@1" in records and "plots/reward_curves" in records
+
+
+def test_unreachable_wandb_gets_one_clear_message(tmp_path):
+    env = {**os.environ, "WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "analysis", "--wandb", "me/rlvr-sweeps", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "Could not read the runs of me/rlvr-sweeps from W&B" in done.stderr and "python -m analysis runs/" in done.stderr
