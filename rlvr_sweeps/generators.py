@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .evaluation import Benchmark, Completion
 from .errors import UserError
+from .lora_merge import merged_lora
 
 
 def make_generator(cfg, trainer, loaded):
@@ -51,26 +52,21 @@ class HFGenerator:
         per_batch = max(1, self.batch_size // returned)
         was_training = model.training
         model.eval()  # also switches activation checkpointing off
-        merged = hasattr(model, "merge_adapter") and getattr(model, "peft_config", None)
-        if merged:
-            model.merge_adapter()  # un-merged LoRA layers cost a third more per token
         padding_side = tokenizer.padding_side
         tokenizer.padding_side = "left"
         results = []
         try:
-            for start in range(0, len(prompts), per_batch):
-                chunk = prompts[start : start + per_batch]
-                inputs = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-                torch.manual_seed(sampling_seed(seed, start))
-                with torch.no_grad():
+            with merged_lora(model), torch.no_grad():  # un-merged LoRA costs more per token, more with the rank
+                for start in range(0, len(prompts), per_batch):
+                    chunk = prompts[start : start + per_batch]
+                    inputs = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                    torch.manual_seed(sampling_seed(seed, start))
                     output = model.generate(**inputs, generation_config=config)
-                new = output[:, inputs["input_ids"].shape[1] :].tolist()
-                for i in range(len(chunk)):
-                    outputs = [self._completion(ids, eos) for ids in new[i * returned : (i + 1) * returned]]
-                    results.append(outputs * (benchmark.n // returned))
+                    new = output[:, inputs["input_ids"].shape[1] :].tolist()
+                    for i in range(len(chunk)):
+                        outputs = [self._completion(ids, eos) for ids in new[i * returned : (i + 1) * returned]]
+                        results.append(outputs * (benchmark.n // returned))
         finally:
-            if merged:
-                model.unmerge_adapter()
             tokenizer.padding_side = padding_side
             model.train(was_training)
         return results

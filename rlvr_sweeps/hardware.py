@@ -49,12 +49,15 @@ def resolve_dtype(name: str, hardware: Hardware) -> torch.dtype:
 
 def check_gpu_settings(cfg, hardware: Hardware) -> None:
     """Refuse, with the fix, settings that only run on a CUDA GPU when there is none."""
+    if not hardware.has_cuda:
+        _refuse_gpu_only_settings(cfg)
     uses_vllm = cfg.generation.get("use_vllm") or cfg.eval.get("backend") == "vllm"
     if uses_vllm and importlib.util.find_spec("vllm") is None:
         raise UserError("vLLM is not installed: pip install -e '.[vllm]' on a GPU machine (make setup-vllm on CPU), "
                         "or use generation=hf eval.backend=hf.")
-    if hardware.has_cuda:
-        return
+
+
+def _refuse_gpu_only_settings(cfg) -> None:
     needs_gpu = []
     if cfg.budget.device != "cpu":
         needs_gpu.append(f"budget={cfg.budget.name} counts {cfg.budget.device} GPU-hours (use budget=smoke)")

@@ -159,7 +159,9 @@ def _convert_packaged_gguf(model_cfg: DictConfig, out: Path) -> None:
 
 
 def _build_random(model_cfg: DictConfig, out: Path) -> None:
-    """A small random model and a byte-level BPE tokenizer trained on the task's own text."""
+    """A random model and a byte-level BPE tokenizer trained on the task's own text. The model's
+    vocabulary is model.vocab_size even where the small tokenizer has fewer entries (benchmark
+    shapes): ids beyond the tokenizer decode to nothing."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -182,7 +184,7 @@ def _build_random(model_cfg: DictConfig, out: Path) -> None:
     tokenizer.chat_template = CHATML_TEMPLATE
     config = AutoConfig.for_model(
         model_cfg.architecture,
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), int(model_cfg.vocab_size)),
         hidden_size=int(model_cfg.hidden_size),
         intermediate_size=int(model_cfg.intermediate_size),
         num_hidden_layers=int(model_cfg.num_hidden_layers),

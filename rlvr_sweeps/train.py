@@ -113,7 +113,7 @@ def train(cfg: DictConfig) -> dict:
             model=loaded.model, reward_funcs=reward_functions, args=args, train_dataset=dataset,
             processing_class=loaded.tokenizer, peft_config=lora_config(cfg.lora),
             callbacks=[CheckpointMarker(record), metrics_cb, BudgetProgressBar(meter), *tracking.callbacks()],
-            on_generated_tokens=meter.add_generated_tokens,
+            on_generated_tokens=meter.add_generated_tokens, merge_lora_for_rollouts=bool(cfg.lora.merge_for_rollouts),
         )
         _use_budget_progress_bar(trainer)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)

@@ -14,6 +14,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from .errors import UserError
 from .hardware import Hardware
+from .lora_merge import merged_lora
 
 # GRPOConfig fields that belong to another concept; setting them under trainer.* is refused.
 OWNED_ELSEWHERE = {
@@ -77,16 +78,24 @@ def lora_config(lora_cfg: DictConfig):
 
 
 class RLVRTrainer(GRPOTrainer):
-    """GRPOTrainer plus what a budgeted sweep needs: the count of generated tokens (for the token
-    budget), and the weight sync of its colocated vLLM engine on vLLM's CPU backend."""
+    """GRPOTrainer plus what a budgeted sweep needs: transformers rollouts from the merged adapter
+    (lora.merge_for_rollouts; cost independent of the rank), the count of generated tokens (for the
+    token budget), and the weight sync of its colocated vLLM engine on vLLM's CPU backend."""
 
-    def __init__(self, *args, on_generated_tokens=None, **kwargs):
+    def __init__(self, *args, on_generated_tokens=None, merge_lora_for_rollouts: bool = True, **kwargs):
         self._on_generated_tokens = on_generated_tokens
+        self._merge_lora_for_rollouts = merge_lora_for_rollouts
         super().__init__(*args, **kwargs)
         if getattr(self, "vllm_generation", None) is not None:
             from .vllm_backend import bridge_cpu_weight_sync
 
             bridge_cpu_weight_sync(self.vllm_generation)
+
+    def _generate_single_turn(self, *args, **kwargs):
+        if self.use_vllm or not self._merge_lora_for_rollouts:  # TRL merges for vLLM itself
+            return super()._generate_single_turn(*args, **kwargs)
+        with merged_lora(self.accelerator.unwrap_model(self.model)):
+            return super()._generate_single_turn(*args, **kwargs)
 
     def _generate(self, prompts: list):
         output = super()._generate(prompts)

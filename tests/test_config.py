@@ -57,6 +57,15 @@ def test_default_is_the_offline_embedded_run():
         "smollm2", "reasoning_gym", "smoke", False, "offline")
 
 
+def test_a_gpu_budget_brings_gpu_settings_and_the_command_line_still_wins():
+    gpu = composed("budget=a40_24h")
+    assert (gpu.generation.use_vllm, gpu.trainer.max_completion_length, gpu.lora.merge_for_rollouts) == (True, 3584, True)
+    assert gpu.eval.sampling.n == 16  # the research default; only the smoke budget lowers it
+    chosen = composed("budget=a40_24h", "generation=hf", "trainer=grpo_cpu")
+    assert (chosen.generation.use_vllm, chosen.trainer.max_completion_length) == (False, 128)
+    assert composed().eval.sampling.n == 4 and composed("eval.sampling.n=8").eval.sampling.n == 8
+
+
 @pytest.mark.parametrize("rank", [8, 64, 256])
 def test_lora_rank_is_a_plain_override(rank):
     lora = lora_config(composed(f"lora.rank={rank}").lora)

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from conftest import ROOT  # noqa: E402
+from conftest import DISTRIBUTED_ENV, ROOT  # noqa: E402
 from rlvr_sweeps.hardware import Hardware  # noqa: E402
 from rlvr_sweeps.models import model_folder  # noqa: E402
 
@@ -50,7 +50,8 @@ def random_adapter(tiny_folder, tmp_path_factory) -> Path:
 
 def evaluate(tmp_path, model_cache, *args) -> dict:
     runs = tmp_path / "runs"
-    env = {**os.environ, "RLVR_SWEEPS_RUNS": str(runs), "RLVR_SWEEPS_CACHE": str(model_cache)}
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
+    env.update(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(model_cache))
     done = subprocess.run([sys.executable, "-m", "rlvr_sweeps.evaluate", "model=tiny", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
