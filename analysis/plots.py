@@ -18,6 +18,21 @@ def _rank_label(rank) -> str:
     return "full fine-tuning" if rank == "full" else f"LoRA r={rank}"
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _label_single_panel(ax, xlabel: str, ylabel: str, title: str, legend_size: int) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
 def training_curves(curves: pd.DataFrame, column: str, ylabel: str, title: str, path: Path) -> Path | None:
     """One panel per init, one line per rank (mean over seeds at each step)."""
     data = curves.dropna(subset=[column]) if len(curves) else curves
@@ -37,10 +52,7 @@ def training_curves(curves: pd.DataFrame, column: str, ylabel: str, title: str, 
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def pass_vs_rank(runs: pd.DataFrame, benchmark: str, metric: str, path: Path) -> Path | None:
@@ -59,15 +71,8 @@ def pass_vs_rank(runs: pd.DataFrame, benchmark: str, metric: str, path: Path) ->
             ax.axhline(group[base_key].mean() * 100, linestyle="--", color=line[0].get_color(), alpha=0.7,
                        label=f"{init} (untrained baseline)")
     ax.set_xticks(range(len(ranks)), [_rank_label(r) for r in ranks], rotation=15)
-    ax.set_xlabel("adapter")
-    ax.set_ylabel(f"{metric} on {benchmark} (%)")
-    ax.set_title(f"{metric} on {benchmark} after training, by LoRA rank")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _label_single_panel(ax, "adapter", f"{metric} on {benchmark} (%)", f"{metric} on {benchmark} after training, by LoRA rank", 8)
+    return _save(fig, path)
 
 
 def accuracy_vs_cost(runs: pd.DataFrame, benchmark: str, metric: str, path: Path) -> Path | None:
@@ -83,15 +88,9 @@ def accuracy_vs_cost(runs: pd.DataFrame, benchmark: str, metric: str, path: Path
             points = ax.scatter(cell["cost_usd"], cell[key] * 100, marker=markers[rank], color=color,
                                 label=f"{init}, {_rank_label(rank)}")
             color = points.get_facecolor()[0]
-    ax.set_xlabel("compute cost of the run (USD, at the budget's price per device-hour)")
-    ax.set_ylabel(f"{metric} on {benchmark} (%)")
-    ax.set_title(f"Accuracy against cost ({benchmark})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _label_single_panel(ax, "compute cost of the run (USD, at the budget's price per device-hour)",
+                        f"{metric} on {benchmark} (%)", f"Accuracy against cost ({benchmark})", 7)
+    return _save(fig, path)
 
 
 def all_plots(runs: pd.DataFrame, curves: pd.DataFrame, benchmarks: list[tuple[str, str]], out: Path) -> list[Path]:

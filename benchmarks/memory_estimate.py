@@ -14,7 +14,6 @@ benchmarks/grpo_step.py.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,14 +60,19 @@ def estimate(cfg, shape, gpu_gb: float, prompt_tokens: int) -> list[tuple[str, f
 
 
 def main() -> None:
+    import argparse
+
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    gpu_gb = float(next((a.split("=")[1] for a in sys.argv[1:] if a.startswith("--gpu-gb=")), 48))
-    prompt_tokens = int(next((a.split("=")[1] for a in sys.argv[1:] if a.startswith("--prompt-tokens=")), 256))
-    ranks = [a for a in args if a.startswith("lora.rank=")]
-    rest = [a for a in args if not a.startswith("lora.rank=")]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpu-gb", type=float, default=48.0, help="memory of the GPU (an A40 has 48 GB)")
+    parser.add_argument("--prompt-tokens", type=int, default=256)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of launch.py; lora.rank=8,64,256 gives one table per rank")
+    args = parser.parse_args()
+    gpu_gb, prompt_tokens = args.gpu_gb, args.prompt_tokens
+    ranks = [a for a in args.overrides if a.startswith("lora.rank=")]
+    rest = [a for a in args.overrides if not a.startswith("lora.rank=")]
     rank_values = ranks[0].split("=")[1].split(",") if ranks else ["8", "64", "256"]
     shape = OmegaConf.load(ROOT / "conf" / "model" / f"{SHAPE_MODEL}.yaml")
     print(f"Estimated GPU memory, Qwen2.5-1.5B shape, {prompt_tokens}-token prompts, one {gpu_gb:.0f} GB GPU\n")
