@@ -2,6 +2,9 @@
 
     python -m analysis runs/study --out analysis_out
     python -m analysis --wandb my-entity/rlvr-sweeps --group study --out analysis_out --log-to-wandb
+
+From run folders it also writes significance.csv: Pass@1 differences (each rank against the
+baseline, each pair of ranks) with paired bootstrap 95% intervals over the problems.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from rlvr_sweeps.errors import UserError
 from .plots import all_plots
 from .sources import load_local, load_wandb
 from .tables import all_tables, benchmarks_and_metrics, runs_table
+
+
+NO_INTERVALS_WANDB = ("No per-problem intervals: they need the per-sample records of the local run folders "
+                      "(eval/<phase>/<benchmark>.jsonl), which W&B does not hold; "
+                      "run python -m analysis runs/<sweep>.")
+NO_INTERVALS_LOCAL = ("No per-problem intervals: no comparison has the per-sample Pass@1 records "
+                      "(eval/<phase>/<benchmark>.jsonl) of its runs on both sides.")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,8 +66,10 @@ def main(argv: list[str] | None = None, api=None) -> int:
     for table in tables:
         print(table.markdown())
         stem = table.name.replace("/", "_").replace("@", "").replace(".", "p")
-        table.frame.to_csv(out / f"{stem}.csv", index_label="init")
+        table.write_csv(out / f"{stem}.csv")
         (out / f"{stem}.tex").write_text(table.latex())
+    if not any(table.name == "significance" for table in tables):
+        print(NO_INTERVALS_WANDB if args.wandb else NO_INTERVALS_LOCAL)
     runs_table(runs).to_csv(out / "runs.csv", index=False)
     plots = all_plots(runs, curves, benchmarks_and_metrics(runs), out)
     print(f"{len(runs)} runs ({(runs['status'] != 'completed').sum()} not completed); tables (.csv, .tex), runs.csv and "

@@ -55,13 +55,15 @@ def local_run_dirs(paths: list[str]) -> list[Path]:
 
 
 def load_local(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs and curves of local run folders; a run's `path` (its folder) lets the tables read the
+    per-sample records eval/<phase>/<benchmark>.jsonl, which W&B does not hold."""
     rows, curves = [], []
     for run_dir in local_run_dirs(paths):
         summary = json.loads((run_dir / "summary.json").read_text())
         if summary.get("kind") == "evaluation":
             continue
         config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
-        row = run_row(flat_summary(summary), config, run_dir.name)
+        row = {**run_row(flat_summary(summary), config, run_dir.name), "path": str(run_dir)}
         rows.append(row)
         metrics = run_dir / "metrics.jsonl"
         for line in metrics.read_text().splitlines() if metrics.exists() else []:

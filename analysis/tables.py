@@ -2,26 +2,50 @@
 
 A cell is the mean over the runs (seeds) of one init and rank, with a bootstrap 95% interval when
 there are several; a cell whose runs failed or lack the metric is a marked gap, never a zero.
+
+Per-problem significance (Pass@1, local run folders only: it reads each run's per-sample records
+eval/<phase>/<benchmark>.jsonl through the runs' `path` column): for each init and rank, the change
+against the untrained baseline and, for each pair of ranks of one init, their difference, each with
+a paired bootstrap 95% interval over the benchmark's problems (rlvr_sweeps.significance; seeds
+averaged per problem on each side). A change whose interval excludes 0 gets a `*` in the Pass@1
+tables. The CSV files, values in percentage points:
+
+- <benchmark>_pass1.csv: index `init`; the displayed columns (`baseline`, `r=8`, ..., `full FT`,
+  cells as shown), then for each rank column C in the same order `C_delta` (final minus baseline,
+  as shown in the parentheses), `C_delta_ci_low`, `C_delta_ci_high` (the interval of that change;
+  empty without per-sample records, e.g. from W&B).
+- significance.csv: index `init`; one row per comparison: [`setting` when the sweep varies the
+  learning rate or budget,] `benchmark`, `comparison` ("r=8 vs baseline", "r=256 vs r=8": the
+  first minus the second), `delta`, `ci_low`, `ci_high`, `problems` (common to both sides),
+  `excludes_zero`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from rlvr_sweeps.significance import Interval, paired_bootstrap, per_problem_accuracy, read_outcomes
+
 GAP = "—"
+SIGNIFICANT = "*"  # after a change whose paired bootstrap 95% interval over problems excludes 0
 
 
 @dataclass
 class Table:
     name: str
     title: str
-    frame: pd.DataFrame  # rows: init; columns: "baseline" and ranks; values: display strings
+    frame: pd.DataFrame  # rows: init; columns: "baseline" and ranks (or comparison fields); values: display strings
     values: pd.DataFrame  # the same cells as numbers (NaN for gaps)
     notes: list[str] = field(default_factory=list)
+    csv: pd.DataFrame | None = None  # what the CSV holds when it is not just `frame` (numbers, intervals)
+
+    def write_csv(self, path: Path) -> None:
+        (self.frame if self.csv is None else self.csv).to_csv(path, index_label="init")
 
     def markdown(self) -> str:
         header = "| init | " + " | ".join(str(c) for c in self.frame.columns) + " |"
@@ -75,21 +99,62 @@ def settings_groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             for key, group in runs.groupby(varying, dropna=False, sort=True)]
 
 
-def _cell(values: list[float], scale: float, digits: int, baseline: float | None = None, signed: bool = False) -> str:
+def _cell(values: list[float], scale: float, digits: int, baseline: float | None = None, signed: bool = False,
+          mark: str = "") -> str:
     mean = float(np.mean(values))
     text = f"{mean * scale:+.{digits}f}" if signed else f"{mean * scale:.{digits}f}"
     if len(values) > 1:
         low, high = bootstrap_ci(values)
         text += f" [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
     if baseline is not None and not math.isnan(baseline):
-        text += f" ({(mean - baseline) * scale:+.{digits}f})"
+        text += f" ({(mean - baseline) * scale:+.{digits}f}{mark})"
     return text
 
 
-def metric_table(runs: pd.DataFrame, benchmark: str, metric: str, collapse_margin: float) -> Table:
+def problem_accuracy(cell: pd.DataFrame, phase: str, benchmark: str) -> dict[str, float]:
+    """Per-problem accuracy of a cell's runs (seeds averaged per problem) from their run folders'
+    eval/<phase>/<benchmark>.jsonl; empty when any run lacks the file, since an average over some
+    of the seeds would not be the cell the table shows."""
+    paths = [p for p in cell["path"] if isinstance(p, str)] if "path" in cell else []
+    files = [Path(p) / "eval" / phase / f"{benchmark}.jsonl" for p in paths]
+    if not files or len(files) < len(cell) or not all(f.exists() for f in files):
+        return {}
+    return per_problem_accuracy([read_outcomes(f) for f in files])
+
+
+def comparisons(runs: pd.DataFrame, benchmark: str) -> dict[tuple, Interval]:
+    """Pass@1 on `benchmark` compared problem by problem, per init: each rank against the init's
+    untrained baseline, key (init, rank, "baseline"), then each pair of ranks, key (init, higher,
+    lower). The runs are those the table averages (completed, with the metric); a comparison is
+    left out when a side has no per-sample records (the W&B source has none)."""
+    final_key, base_key = f"eval/{benchmark}/pass@1", f"baseline/{benchmark}/pass@1"
+    found = {}
+    if "path" not in runs:
+        return found
+    for init, group in runs.groupby("init", sort=True):
+        ok = group[group["status"] == "completed"]
+        base = problem_accuracy(ok.dropna(subset=[base_key]), "baseline", benchmark) if base_key in ok else {}
+        ranks = rank_order(group["rank"].unique())
+        arms = {rank: problem_accuracy(ok[ok["rank"] == rank].dropna(subset=[final_key]), "final", benchmark)
+                for rank in ranks} if final_key in ok else {}
+        pairs = [(rank, "baseline") for rank in ranks]
+        pairs += [(high, low) for i, high in enumerate(ranks) for low in ranks[:i]]
+        sides = {"baseline": base, **arms}
+        for high, low in pairs:
+            if sides.get(high, {}).keys() & sides.get(low, {}).keys():
+                found[(init, high, low)] = paired_bootstrap(sides[low], sides[high])
+    return found
+
+
+def metric_table(runs: pd.DataFrame, benchmark: str, metric: str, collapse_margin: float,
+                 intervals: dict[tuple, Interval] | None = None) -> Table:
     """Final `metric` on `benchmark` per init (rows) and rank (columns), with the change against
-    the baseline in parentheses; cells below the baseline by more than the margin are flagged."""
+    the baseline in parentheses; cells below the baseline by more than the margin are flagged.
+    For Pass@1, a change whose per-problem interval (`intervals`, from comparisons() when not
+    given) excludes 0 is marked, and the CSV carries the changes with their intervals."""
     final_key, base_key = f"eval/{benchmark}/{metric}", f"baseline/{benchmark}/{metric}"
+    if intervals is None:
+        intervals = comparisons(runs, benchmark) if metric == "pass@1" else {}
     ranks = rank_order(runs["rank"].unique())
     frame, values, gaps, collapsed = {}, {}, [], []
     for init, group in runs.groupby("init", sort=True):
@@ -107,7 +172,8 @@ def metric_table(runs: pd.DataFrame, benchmark: str, metric: str, collapse_margi
                 values[init][rank] = math.nan
                 gaps.append(f"{init} r={rank}: {reason}")
                 continue
-            text = _cell(finals, 100, 1, baseline)
+            interval = intervals.get((init, rank, "baseline"))
+            text = _cell(finals, 100, 1, baseline, mark=SIGNIFICANT if interval and interval.excludes_zero else "")
             if not math.isnan(baseline) and np.mean(finals) < baseline - collapse_margin:
                 text += " †"
                 collapsed.append(f"{init} r={rank}")
@@ -117,14 +183,69 @@ def metric_table(runs: pd.DataFrame, benchmark: str, metric: str, collapse_margi
     labels = ["baseline", *map(column_label, ranks)]
     notes = [f"Values in %, mean over seeds [bootstrap 95% interval when several], (change against the untrained "
              f"baseline). † collapse: the final {metric} is below the baseline by more than {collapse_margin * 100:.1f} points."]
+    if metric == "pass@1" and intervals:
+        notes.append(f"A change marked {SIGNIFICANT} has a paired bootstrap 95% interval over the problems "
+                     f"(per-problem accuracy, seeds averaged per problem) that excludes 0; all intervals are in "
+                     f"significance.csv.")
     if collapsed:
         notes.append("Collapsed: " + ", ".join(collapsed) + ".")
     if gaps:
         notes.append(f"{GAP} marks a gap: " + "; ".join(gaps) + ".")
     shown = pd.DataFrame(frame).T.reindex(columns=columns)
     shown.columns = labels
+    numbers = pd.DataFrame(values).T.reindex(columns=columns)
+    csv = shown.join(delta_columns(numbers, ranks, intervals)) if metric == "pass@1" else None
     return Table(f"{benchmark}/{metric}", f"{benchmark} {metric} by initialization and LoRA rank",
-                 shown, pd.DataFrame(values).T.reindex(columns=columns), notes)
+                 shown, numbers, notes, csv)
+
+
+def delta_columns(values: pd.DataFrame, ranks: list, intervals: dict[tuple, Interval]) -> pd.DataFrame:
+    """Per rank column C: C_delta (final minus baseline, points), C_delta_ci_low and C_delta_ci_high
+    (its per-problem interval; NaN without per-sample records)."""
+    columns = {}
+    for rank in ranks:
+        label, found = column_label(rank), [intervals.get((init, rank, "baseline")) for init in values.index]
+        columns[f"{label}_delta"] = (values[rank] - values["baseline"]) * 100
+        columns[f"{label}_delta_ci_low"] = [i.low * 100 if i else math.nan for i in found]
+        columns[f"{label}_delta_ci_high"] = [i.high * 100 if i else math.nan for i in found]
+    return pd.DataFrame(columns, index=values.index)
+
+
+def comparison_label(high, low) -> str:
+    return f"{column_label(high)} vs {low if low == 'baseline' else column_label(low)}"
+
+
+def significance_table(compared: list[tuple[str, str, dict[tuple, Interval]]]) -> Table | None:
+    """Every comparison with an interval, one row each, from (setting, benchmark, comparisons())
+    triples; None when there is none (no per-sample records)."""
+    with_setting = any(setting for setting, _, _ in compared)
+    rows, index = [], []
+    for setting, benchmark, intervals in compared:
+        for (init, high, low), interval in intervals.items():
+            index.append(init)
+            rows.append({**({"setting": setting} if with_setting else {}), "benchmark": benchmark,
+                         "comparison": comparison_label(high, low), "delta": interval.delta * 100,
+                         "ci_low": interval.low * 100, "ci_high": interval.high * 100, "problems": interval.problems,
+                         "excludes_zero": interval.excludes_zero})
+    if not rows:
+        return None
+    numbers = pd.DataFrame(rows, index=index)
+    shown = pd.DataFrame([_significance_cells(row) for row in rows], index=index)
+    notes = ["Pass@1 differences in points: 'r=256 vs r=8' is r=256 minus r=8, 'r=8 vs baseline' the change of "
+             "r=8 over its untrained init. Each side is the per-problem accuracy (samples averaged, then seeds); the "
+             "difference is averaged over the problems both sides share, and its 95% interval is a percentile "
+             "bootstrap over those problems (10000 resamples, the same problems for both sides). With one seed per "
+             "arm the interval covers the choice of problems and samples, not the training seed; over many "
+             "comparisons some exclude 0 by chance."]
+    return Table("significance", "Pass@1 differences with paired bootstrap 95% intervals over problems",
+                 shown, numbers, notes, numbers)
+
+
+def _significance_cells(row: dict) -> dict:
+    """A significance.csv row as the printed table shows it."""
+    cells = {key: row[key] for key in ("setting", "benchmark", "comparison") if key in row}
+    return {**cells, "delta": f"{row['delta']:+.1f}", "95% interval": f"[{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
+            "problems": row["problems"], "excludes 0": "yes" if row["excludes_zero"] else "no"}
 
 
 def length_table(runs: pd.DataFrame) -> Table:
@@ -156,20 +277,27 @@ def benchmarks_and_metrics(runs: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def all_tables(runs: pd.DataFrame, collapse_margin: float) -> list[Table]:
-    tables = []
+    """The metric and length tables of each setting, then the significance table (when the runs
+    have per-sample records); each benchmark's comparisons are bootstrapped once for both."""
+    tables, compared = [], []
     for setting, group in settings_groups(runs):
-        made = [metric_table(group, bench, metric, collapse_margin) for bench, metric in benchmarks_and_metrics(group)]
+        made = []
+        for bench, metric in benchmarks_and_metrics(group):
+            intervals = comparisons(group, bench) if metric == "pass@1" else {}
+            made.append(metric_table(group, bench, metric, collapse_margin, intervals))
+            compared.append((setting, bench, intervals))
         made.append(length_table(group))
         for table in made:
             if setting:
                 table.name = f"{table.name}/{setting.replace(', ', '_').replace('=', '')}"
                 table.title = f"{table.title} ({setting})"
         tables += made
-    return tables
+    significance = significance_table(compared)
+    return tables + ([significance] if significance else [])
 
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run, one row: the CSV users filter themselves."""
     first = ["run", "init", "rank", "alpha", "learning_rate", "budget", "seed", "status", "stop_reason", "global_step",
-             "gpu_hours", "cost_usd", "reward_start", "reward_end", "length_start", "length_end"]
+             "gpu_hours", "cost_usd", "reward_start", "reward_end", "length_start", "length_end", "path"]
     return runs[[c for c in first if c in runs] + sorted(c for c in runs if c not in first)]

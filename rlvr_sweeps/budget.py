@@ -1,14 +1,18 @@
-"""The compute budget: what a run may spend, what it has spent, and the callback that stops it.
+"""The compute budget: what a run may spend on training, what it has spent, and the callback that stops it.
 
-The wall clock counts the whole run (setup, training, saving, evaluation) across every attempt of
-the run (a requeued job continues the count). Training stops when the next step, predicted from
-the measured step times, would not end before `minutes - reserve_minutes`; the reserve pays for
-the final save and evaluation. Steps and generated tokens can be capped too.
+`budget.minutes` counts training only: rollouts, updates and checkpoint saves. Evaluations (baseline,
+checkpoint selection, final) are timed beside it and never shorten training, so that every arm of a
+sweep trains for the same compute whatever its evaluations cost or whether its baseline came from
+the cache. The count survives requeues: a resumed run continues from the training seconds recorded
+with the checkpoint it resumes from. Training stops when the next step and a checkpoint save,
+predicted from the measured times, would not end within the budget. Steps and generated tokens can
+be capped too.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from omegaconf import DictConfig
@@ -18,17 +22,25 @@ from transformers import TrainerCallback
 from .hardware import Hardware
 
 WALL_CLOCK, MAX_STEPS, MAX_TOKENS, EPOCHS_DONE = "wall_clock", "max_steps", "max_generated_tokens", "epochs_done"
+EVALUATION_PHASES = ("baseline", "selection", "final")
 
 
 @dataclass(frozen=True)
 class Budget:
+    """What one run may spend (the `budget` config group)."""
+
     name: str
+    """The budget's name, e.g. `a40_24h` or `smoke`."""
     device: str
+    """What the hours are counted on: `cpu`, or a GPU kind such as `a40` (which needs CUDA)."""
     seconds: float
-    reserve_seconds: float
+    """Training seconds (`budget.minutes` x 60): rollouts, updates and checkpoint saves; no evaluation."""
     max_steps: int | None
+    """Optional cap on optimizer steps, on top of the training time."""
     max_generated_tokens: int | None
+    """Optional cap on generated rollout tokens, on top of the training time."""
     price_per_hour: float
+    """USD per device-hour (per GPU, or per CPU core on a CPU budget)."""
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Budget:
@@ -36,41 +48,65 @@ class Budget:
             name=str(cfg.name),
             device=str(cfg.device),
             seconds=float(cfg.minutes) * 60.0,
-            reserve_seconds=float(cfg.reserve_minutes) * 60.0,
             max_steps=int(cfg.max_steps) if cfg.max_steps else None,
             max_generated_tokens=int(cfg.max_generated_tokens) if cfg.max_generated_tokens else None,
             price_per_hour=float(cfg.price_per_hour),
         )
 
-    @property
-    def training_seconds(self) -> float:
-        return self.seconds - self.reserve_seconds
-
 
 class BudgetMeter:
-    """Time and generated tokens spent by one run, including earlier attempts of it."""
+    """Training seconds and generated tokens spent by one run (earlier attempts included), and the
+    evaluation seconds beside them. The training clock runs only between `start_training` and
+    `stop_training`, and pauses while `evaluating`."""
 
-    def __init__(self, budget: Budget, hardware: Hardware, spent_s: float = 0.0, generated_tokens: int = 0, clock=time.monotonic):
+    def __init__(self, budget: Budget, hardware: Hardware, training_s: float = 0.0, generated_tokens: int = 0,
+                 evaluation_s: dict | None = None, clock=time.monotonic):
         self.budget = budget
         self.hardware = hardware
-        self.spent_before_s = float(spent_s)
         self.generated_tokens = int(generated_tokens)
+        self.evaluation_s = {phase: float((evaluation_s or {}).get(phase, 0.0)) for phase in EVALUATION_PHASES}
+        self.evaluations = {phase: 0 for phase in EVALUATION_PHASES}  # evaluations timed in this attempt
         self._clock = clock
-        self._start = clock()
+        self._counted_s = float(training_s)
+        self._running_since: float | None = None
 
     @property
-    def elapsed_s(self) -> float:
-        return self.spent_before_s + (self._clock() - self._start)
+    def training_s(self) -> float:
+        running = self._clock() - self._running_since if self._running_since is not None else 0.0
+        return self._counted_s + running
 
     @property
     def training_left_s(self) -> float:
-        return self.budget.training_seconds - self.elapsed_s
+        return self.budget.seconds - self.training_s
+
+    def start_training(self) -> None:
+        if self._running_since is None:
+            self._running_since = self._clock()
+
+    def stop_training(self) -> None:
+        if self._running_since is not None:
+            self._counted_s += self._clock() - self._running_since
+            self._running_since = None
+
+    @contextmanager
+    def evaluating(self, phase: str):
+        """Time an evaluation; the training clock, when running, pauses meanwhile."""
+        was_training = self._running_since is not None
+        self.stop_training()
+        started = self._clock()
+        try:
+            yield
+        finally:
+            self.evaluation_s[phase] += self._clock() - started
+            self.evaluations[phase] += 1
+            if was_training:
+                self.start_training()
 
     def add_generated_tokens(self, count: int) -> None:
         self.generated_tokens += int(count)
 
     def fraction_used(self, step: int = 0) -> float:
-        fractions = [self.elapsed_s / self.budget.seconds]
+        fractions = [self.training_s / self.budget.seconds]
         if self.budget.max_steps:
             fractions.append(step / self.budget.max_steps)
         if self.budget.max_generated_tokens:
@@ -78,23 +114,30 @@ class BudgetMeter:
         return max(fractions)
 
     def usage(self) -> dict:
-        """The budget section of summary.json: limits, use, device-hours and their cost."""
-        hours = self.elapsed_s / 3600.0
-        device_hours = hours * self.hardware.count
+        """The budget section of summary.json: the limit, training and evaluation time, device-hours and cost."""
+        training_s, evaluation_s = self.training_s, sum(self.evaluation_s.values())
+        hours = {"training": training_s / 3600.0 * self.hardware.count, "evaluation": evaluation_s / 3600.0 * self.hardware.count}
+        price = self.budget.price_per_hour
+        selections = self.evaluations["selection"]
         return {
             "name": self.budget.name,
             "device": self.hardware.device,
             "device_name": self.hardware.name,
             "device_count": self.hardware.count,
             "limit_s": self.budget.seconds,
-            "reserve_s": self.budget.reserve_seconds,
-            "used_s": round(self.elapsed_s, 3),
-            "earlier_attempts_s": round(self.spent_before_s, 3),  # of used_s: spent before a requeue or relaunch
-            "used_fraction": round(self.elapsed_s / self.budget.seconds, 4),
+            "training_s": round(training_s, 3),  # counted against the limit
+            "training_fraction": round(training_s / self.budget.seconds, 4),
+            "evaluation_s": round(evaluation_s, 3),  # not counted
+            **{f"{phase}_evaluation_s": round(seconds, 3) for phase, seconds in self.evaluation_s.items()},
+            "selection_evaluation_mean_s": round(self.evaluation_s["selection"] / selections, 3) if selections else None,
             # GPU-hours on a GPU; core-hours on a CPU (count = cores this process may use)
-            "device_hours": round(device_hours, 6),
-            "price_per_hour": self.budget.price_per_hour,
-            "cost_usd": round(device_hours * self.budget.price_per_hour, 6),
+            "training_device_hours": round(hours["training"], 6),
+            "evaluation_device_hours": round(hours["evaluation"], 6),
+            "device_hours": round(hours["training"] + hours["evaluation"], 6),
+            "price_per_hour": price,
+            "training_cost_usd": round(hours["training"] * price, 6),
+            "evaluation_cost_usd": round(hours["evaluation"] * price, 6),
+            "cost_usd": round((hours["training"] + hours["evaluation"]) * price, 6),
             "generated_tokens": self.generated_tokens,
             "max_generated_tokens": self.budget.max_generated_tokens,
             "max_steps": self.budget.max_steps,
@@ -102,16 +145,15 @@ class BudgetMeter:
 
 
 class BudgetCallback(TrainerCallback):
-    """Stops training before the budget runs out, saves, and says why it stopped."""
+    """Runs the training clock, stops training before the budget runs out, saves, and says why it stopped."""
 
-    def __init__(self, meter: BudgetMeter, lookahead_steps: int = 3, clock=time.monotonic):
+    def __init__(self, meter: BudgetMeter, lookahead_steps: int = 3):
         self.meter = meter
         self.lookahead_steps = max(1, lookahead_steps)  # a generation step recurs every this many steps
         self.stop_reason: str | None = None
         self.step_seconds: list[float] = []
         self.save_seconds: list[float] = []
-        self._clock = clock
-        self._mark = clock()
+        self._mark = 0.0
 
     def predicted_step_s(self) -> float:
         """The slowest of the last generation cycle's steps; the first (warm-up) step only until others exist."""
@@ -119,36 +161,37 @@ class BudgetCallback(TrainerCallback):
         recent = timed[-self.lookahead_steps :]
         return max(recent) if recent else 0.0
 
+    def predicted_save_s(self) -> float:
+        """A stop always ends with a checkpoint save: the slowest one so far (0 before the first)."""
+        return max(self.save_seconds) if self.save_seconds else 0.0
+
     def on_train_begin(self, args, state, control, **kwargs):
-        self._mark = self._clock()
+        self.meter.start_training()
+        self._mark = self.meter.training_s
 
     def on_step_end(self, args, state, control, **kwargs):
-        now = self._clock()
+        now = self.meter.training_s
         self.step_seconds.append(now - self._mark)
         self._mark = now
         budget = self.meter.budget
         if budget.max_generated_tokens and self.meter.generated_tokens >= budget.max_generated_tokens:
             self._stop(control, MAX_TOKENS)
-        elif self.meter.elapsed_s + self.predicted_step_s() + self._save_ahead(args, state) > budget.training_seconds:
+        elif now + self.predicted_step_s() + self.predicted_save_s() > budget.seconds:
             self._stop(control, WALL_CLOCK)
         elif budget.max_steps and state.global_step >= budget.max_steps:
             self.stop_reason = MAX_STEPS  # the trainer stops by itself at max_steps
         return control
 
-    def _save_ahead(self, args, state) -> float:
-        """The slowest save so far (with any evaluation at it) when the next step will save."""
-        saves_next = (args is not None and self.save_seconds and args.save_strategy == "steps" and args.save_steps
-                      and (state.global_step + 1) % args.save_steps == 0)
-        return max(self.save_seconds) if saves_next else 0.0
-
     def on_save(self, args, state, control, **kwargs):
-        now = self._clock()
+        now = self.meter.training_s  # evaluations at the save pause the clock
         self.save_seconds.append(now - self._mark)
         self._mark = now
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.meter.stop_training()
         if self.stop_reason is None:
-            self.stop_reason = MAX_STEPS if state.max_steps > 0 and state.global_step >= state.max_steps and self.meter.budget.max_steps else EPOCHS_DONE
+            at_max = state.max_steps > 0 and state.global_step >= state.max_steps and self.meter.budget.max_steps
+            self.stop_reason = MAX_STEPS if at_max else EPOCHS_DONE
 
     def _stop(self, control, reason: str) -> None:
         self.stop_reason = reason
@@ -157,10 +200,11 @@ class BudgetCallback(TrainerCallback):
 
     def timings(self) -> dict:
         steps = self.step_seconds
+        later = steps[1:]
         return {
             "steps_timed": len(steps),
             "first_step_s": round(steps[0], 3) if steps else None,
-            "mean_step_s": round(sum(steps[1:]) / len(steps[1:]), 3) if len(steps) > 1 else (round(steps[0], 3) if steps else None),
+            "mean_step_s": round(sum(later) / len(later), 3) if later else (round(steps[0], 3) if steps else None),
             "max_step_s": round(max(steps), 3) if steps else None,
             "mean_checkpoint_save_s": round(sum(self.save_seconds) / len(self.save_seconds), 3) if self.save_seconds else None,
         }

@@ -2,7 +2,9 @@
 
 Sources: reasoning-gym (procedural, offline) and datasets from the Hub or a local file or folder,
 with column mapping. Every problem becomes {"prompt", "question", "answer", "problem_id"}; the
-reward functions read `answer` (TRL passes dataset columns to them by name).
+reward functions read `answer` (TRL passes dataset columns to them by name). Prompts become token
+ids in one place (`tokenize_prompts`), the way TRL tokenizes its rollout prompts, for training and
+evaluation alike.
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ from .hub import hub_reachable, local_snapshot
 log = logging.getLogger(__name__)
 
 OFFLINE_CHOICES = "data=reasoning_gym (procedural, no download), or data.path=/local/file/or/folder"
+LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def check_local_path(source: str) -> None:
+    """A local path (rather than a Hub id "org/name": absolute, relative with ./ or ~, deeper than one
+    slash, or a data file's suffix) must exist."""
+    local = source.startswith(("/", ".", "~")) or source.count("/") > 1 or Path(source).suffix in LOCAL_SUFFIXES
+    if local and not Path(source).expanduser().exists():
+        raise UserError(f"data.path={source} does not exist: give an existing .jsonl/.json/.parquet/.csv file or "
+                        "dataset folder, or a Hub id such as knoveleng/open-rs.")
 
 
 def load_problems(data_cfg: DictConfig) -> list[dict]:
@@ -92,10 +104,11 @@ def _load_hub_dataset(data_cfg: DictConfig):
     import datasets
 
     source = str(data_cfg.path)
+    check_local_path(source)
     local = Path(source).expanduser()
     try:
         if local.is_file():
-            kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(local.suffix)
+            kind = LOCAL_SUFFIXES.get(local.suffix)
             if kind is None:
                 raise UserError(f"data.path={source}: use a .jsonl, .json, .parquet or .csv file, or a folder.")
             return datasets.load_dataset(kind, data_files=str(local), split=data_cfg.split)
@@ -123,13 +136,33 @@ def render_prompt(question: str, prompt_cfg: DictConfig, conversational: bool):
     return messages + [{"role": "user", "content": text}]
 
 
-def build_train_dataset(data_cfg: DictConfig, prompt_cfg: DictConfig, tokenizer):
+def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict | None = None) -> list[list[int]]:
+    """Prompt token ids exactly as TRL's GRPOTrainer makes them for rollouts (`_tokenize_prompts`): the
+    chat template with the generation prompt for chats, the tokenizer's own special tokens for text."""
+    if not prompts:
+        return []
+    if isinstance(prompts[0], list):
+        return tokenizer.apply_chat_template(conversation=prompts, tools=None, add_generation_prompt=True, tokenize=True,
+                                             return_dict=True, **(chat_template_kwargs or {}))["input_ids"]
+    return tokenizer(text=prompts)["input_ids"]
+
+
+def build_train_dataset(data_cfg: DictConfig, prompt_cfg: DictConfig, tokenizer, max_prompt_tokens: int | None = None):
+    """The training problems as a datasets.Dataset, and a report of them. Prompts longer than
+    `max_prompt_tokens` (the context left beside max_completion_length) are left out and counted."""
     import datasets
 
     conversational = bool(getattr(tokenizer, "chat_template", None))
-    rows = [
-        {"prompt": render_prompt(p["question"], prompt_cfg, conversational), **p}
-        for p in load_problems(data_cfg)
-    ]
-    log.info("Training on %d problems from %s (%s prompts)", len(rows), data_cfg.name, "chat" if conversational else "plain")
-    return datasets.Dataset.from_list(rows)
+    rows = [{"prompt": render_prompt(p["question"], prompt_cfg, conversational), **p} for p in load_problems(data_cfg)]
+    lengths = [len(ids) for ids in tokenize_prompts(tokenizer, [r["prompt"] for r in rows])]
+    kept = [r for r, n in zip(rows, lengths) if max_prompt_tokens is None or n <= max_prompt_tokens]
+    report = {"name": data_cfg.name, "problems": len(kept), "dropped_too_long": len(rows) - len(kept),
+              "max_prompt_tokens": max_prompt_tokens, "longest_prompt_tokens": max(lengths, default=0)}
+    if len(kept) < len(rows):
+        log.warning("Left out %d of %d training prompts longer than %d tokens (the model's context minus "
+                    "trainer.max_completion_length)", len(rows) - len(kept), len(rows), max_prompt_tokens)
+    if not kept:
+        raise UserError(f"Every training prompt of {data_cfg.name} is longer than the {max_prompt_tokens} tokens the "
+                        f"context leaves beside trainer.max_completion_length; lower it.")
+    log.info("Training on %d problems from %s (%s prompts)", len(kept), data_cfg.name, "chat" if conversational else "plain")
+    return datasets.Dataset.from_list(kept), report

@@ -20,8 +20,8 @@ from .errors import UserError
 from .evaluation import Evaluator, benchmarks_from_config, flat_metrics
 from .hardware import detect_hardware
 from .models import load_model
-from .run_record import RunRecord, now_iso, provenance, scrub_secrets
-from .train import run_identity
+from .run_record import RunRecord, now_iso, provenance, run_identity, scrub_secrets
+from .sampling import resolve_backend
 from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
@@ -40,18 +40,18 @@ def adapter_folder(adapter: str | None) -> Path | None:
 
 def evaluate(cfg: DictConfig) -> dict:
     identity = run_identity()
-    record = RunRecord(identity["run_dir"])
+    record = RunRecord(identity.run_dir)
     benchmarks = benchmarks_from_config(cfg.eval)
     if not benchmarks:
         raise UserError("No benchmarks to evaluate: choose some, e.g. eval=[reasoning_gym_heldout] or eval=[math500,aime24].")
     adapter = adapter_folder(cfg.adapter)
     record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
-    record.update_summary(status="running", kind="evaluation", overrides=identity["overrides"], adapter=str(adapter) if adapter else None,
+    record.update_summary(status="running", kind="evaluation", overrides=identity.overrides, adapter=str(adapter) if adapter else None,
                           model={"name": cfg.model.name, "id": cfg.model.id}, started_at=now_iso(), **provenance())
     started = time.monotonic()
     verifier = MathVerifier(timeout_s=cfg.reward.timeout_s, max_chars=cfg.reward.max_chars)
     try:
-        backend = cfg.eval.backend if cfg.eval.backend != "auto" else ("vllm" if cfg.generation.get("use_vllm") else "hf")
+        backend = resolve_backend(cfg)
         if backend == "vllm":
             from .models import model_folder
             from .vllm_backend import StandaloneVLLMGenerator
@@ -59,7 +59,7 @@ def evaluate(cfg: DictConfig) -> dict:
             folder = model_folder(cfg.model, Path(cfg.paths.cache))
             tokenizer = _tokenizer(folder)
             generator = StandaloneVLLMGenerator(cfg, folder, adapter)
-        elif backend == "hf":
+        else:
             from .generators import HFGenerator
 
             loaded = load_model(cfg.model, cfg.paths.cache, detect_hardware())
@@ -70,8 +70,6 @@ def evaluate(cfg: DictConfig) -> dict:
                 model = PeftModel.from_pretrained(model, str(adapter))
             tokenizer = loaded.tokenizer
             generator = HFGenerator(model, tokenizer, cfg.eval.batch_size)
-        else:
-            raise UserError(f"eval.backend={cfg.eval.backend!r}: use auto, hf or vllm.")
         results = Evaluator(cfg.eval, cfg.prompt, tokenizer, verifier, record.dir / "eval").run(generator, "final")
         summary = record.update_summary(status="completed", backend=backend, eval={"final": results},
                                         metrics=flat_metrics({"final": results}), finished_at=now_iso(),

@@ -3,23 +3,28 @@
 For each problem, n completions are sampled with the benchmark's settings and scored with
 math-verify (gold first). A completion cut at max_new_tokens counts as wrong and as truncated.
 Pass@k uses the unbiased estimator 1 - C(n-c, k) / C(n, k); Pass@1 is the mean accuracy.
+Checkpoint selection evaluates its benchmark with settings of its own (`eval.selection`: fewer
+samples on a fixed subset of the problems), so that it stays a small share of a run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
-from .data import load_problems, render_prompt
+from .data import load_problems, render_prompt, tokenize_prompts
 from .errors import UserError
 from .run_record import atomic_write
+from .sampling import Completion
 from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
@@ -27,20 +32,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Benchmark:
+    """One benchmark and how it is sampled (an entry of `eval.benchmarks`)."""
+
     name: str
-    cfg: DictConfig  # where the problems come from (same keys as a data config)
+    """The benchmark's name, used in metric names: eval/<name>/pass@1."""
+    cfg: DictConfig
+    """Where the problems come from (the same keys as a data config)."""
     n: int
+    """Samples per problem."""
     ks: tuple[int, ...]
+    """The k of the reported Pass@k (each <= n)."""
     temperature: float
+    """Sampling temperature (0 = greedy: one completion stands for all n)."""
     top_p: float
+    """Nucleus sampling."""
     max_new_tokens: int
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    tokens: int
-    truncated: bool  # stopped by max_new_tokens rather than by the model
+    """Generation limit per completion, independent of training's max_completion_length."""
+    max_problems: int | None = None
+    """Only the first this many problems (a fixed subset; the selection evaluation uses it)."""
 
 
 @dataclass
@@ -80,12 +89,33 @@ def benchmarks_from_config(eval_cfg: DictConfig) -> list[Benchmark]:
                 f"eval.benchmarks.{name}: n={n} samples per problem cannot estimate Pass@{max(ks)}; "
                 f"raise eval.sampling.n to at least {max(ks)} or lower eval.sampling.k."
             )
+        if cfg.max_new_tokens is None:
+            raise UserError(f"eval.benchmarks.{name}.max_new_tokens is not set (this model has no eval_max_new_tokens); "
+                            f"set eval.sampling.max_new_tokens.")
+        if int(cfg.max_new_tokens) < 1:
+            raise UserError(f"eval.benchmarks.{name}.max_new_tokens={cfg.max_new_tokens}: give at least 1.")
         benchmarks.append(Benchmark(name, cfg, n, ks, float(cfg.temperature), float(cfg.top_p), int(cfg.max_new_tokens)))
     select_on = eval_cfg.get("select_on")
     if select_on and select_on not in {b.name for b in benchmarks}:
         raise UserError(f"eval.select_on={select_on} is not among the benchmarks {[b.name for b in benchmarks]}; "
                         f"add it, e.g. eval=[{select_on},...].")
+    selection_benchmark(eval_cfg, benchmarks)
     return benchmarks
+
+
+def selection_benchmark(eval_cfg: DictConfig, benchmarks: list[Benchmark]) -> Benchmark | None:
+    """The eval.select_on benchmark with the sampling settings of eval.selection (n, k, max_problems)."""
+    name = eval_cfg.get("select_on")
+    if not name:
+        return None
+    base = next(b for b in benchmarks if b.name == name)
+    settings = eval_cfg.get("selection") or {}
+    n = int(settings.get("n") or base.n)
+    ks = tuple(int(k) for k in (settings.get("k") or [1]))
+    if max(ks) > n or min(ks) < 1:
+        raise UserError(f"eval.selection: k={list(ks)} needs 1 <= k <= n={n}.")
+    max_problems = settings.get("max_problems")
+    return dataclasses.replace(base, n=n, ks=ks, max_problems=int(max_problems) if max_problems else None)
 
 
 def score(benchmark: Benchmark, problems: list[dict], completions: list[list[Completion]], verifier: MathVerifier,
@@ -114,8 +144,10 @@ class Evaluator:
     """Runs every configured benchmark through one generator and writes per-sample records."""
 
     def __init__(self, eval_cfg: DictConfig, prompt_cfg: DictConfig, tokenizer, verifier: MathVerifier, out_dir: Path,
-                 exclude_questions: set[str] | None = None, baseline_cache: Path | None = None, model_key: str = ""):
+                 exclude_questions: set[str] | None = None, baseline_cache: Path | None = None, model_key: str = "",
+                 chat_template_kwargs: dict | None = None):
         self.cfg = eval_cfg
+        self.chat_template_kwargs = chat_template_kwargs  # as training passes them (trainer.chat_template_kwargs)
         self.baseline_cache = baseline_cache
         self.model_key = model_key
         self.prompt_cfg = prompt_cfg
@@ -123,6 +155,7 @@ class Evaluator:
         self.verifier = verifier
         self.out_dir = Path(out_dir)
         self.benchmarks = benchmarks_from_config(eval_cfg)
+        self.selection = selection_benchmark(eval_cfg, self.benchmarks)
         self.exclude_questions = exclude_questions or set()
         self._problems: dict[str, list[dict]] = {}
 
@@ -135,21 +168,18 @@ class Evaluator:
             if not kept:
                 raise UserError(f"Benchmark {benchmark.name} has no problems left to evaluate.")
             self._problems[benchmark.name] = kept
-        return self._problems[benchmark.name]
+        return self._problems[benchmark.name][: benchmark.max_problems]
 
-    def prompts(self, problems: list[dict]) -> list[str]:
-        """Prompt texts, with the model's chat template applied as in training."""
+    def prompt_ids(self, problems: list[dict]) -> list[list[int]]:
+        """Prompt token ids, made from the project's template as training makes them (data.tokenize_prompts)."""
         conversational = bool(getattr(self.tokenizer, "chat_template", None))
         rendered = [render_prompt(p["question"], self.prompt_cfg, conversational) for p in problems]
-        if not conversational:
-            return rendered
-        return [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in rendered]
+        return tokenize_prompts(self.tokenizer, rendered, self.chat_template_kwargs)
 
-    def run(self, generator, phase: str, only: str | None = None) -> dict[str, dict]:
+    def run(self, generator, phase: str, benchmarks: list[Benchmark] | None = None) -> dict[str, dict]:
+        """Evaluate `benchmarks` (all configured ones by default); per-sample records go to eval/<phase>/."""
         results = {}
-        for benchmark in self.benchmarks:
-            if only and benchmark.name != only:
-                continue
+        for benchmark in self.benchmarks if benchmarks is None else benchmarks:
             cache = self._cache_path(benchmark, generator) if phase == "baseline" else None
             if cache is not None and cache.exists():  # the same untrained model, benchmark and sampling
                 cached = json.loads(cache.read_text())
@@ -157,7 +187,7 @@ class Evaluator:
             else:
                 problems = self.problems(benchmark)
                 started = time.monotonic()
-                completions = generator.generate(self.prompts(problems), benchmark, seed=int(self.cfg.seed))
+                completions = generator.generate(self.prompt_ids(problems), benchmark, seed=int(self.cfg.seed))
                 metrics, samples = score(benchmark, problems, completions, self.verifier, bool(self.cfg.save_text))
                 metrics["seconds"] = round(time.monotonic() - started, 3)
                 if cache is not None:
@@ -172,11 +202,8 @@ class Evaluator:
         """Baselines are shared by every run of a sweep that starts from the same model."""
         if self.baseline_cache is None or not self.model_key:
             return None
-        key = {"model": self.model_key, "benchmark": OmegaConf.to_container(benchmark.cfg, resolve=True),
-               "prompt": OmegaConf.to_container(self.prompt_cfg, resolve=True), "seed": int(self.cfg.seed),
-               "batch_size": int(self.cfg.batch_size), "backend": type(generator).__name__,
-               "exclude": hashlib.sha256("\n".join(sorted(self.exclude_questions)).encode()).hexdigest()}
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        digest = baseline_cache_key(self.model_key, benchmark, self.prompt_cfg, self.cfg, type(generator).__name__,
+                                    self.exclude_questions)
         return self.baseline_cache / f"{benchmark.name}-{digest}.json"
 
     def _write_samples(self, phase: str, name: str, samples: list[Sample]) -> None:
@@ -184,6 +211,24 @@ class Evaluator:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps({k: v for k, v in asdict(s).items() if v is not None or k == "extracted"}) + "\n"
                                 for s in samples))
+
+
+def baseline_cache_key(model_key: str, benchmark: Benchmark, prompt_cfg: DictConfig, eval_cfg: DictConfig, backend: str,
+                       exclude_questions: set[str]) -> str:
+    """Everything that changes an untrained model's scores: the model (folder, revision, dtype), the
+    benchmark and its sampling, the prompt, the seed and batching, the backend, the problems left out,
+    and this project's version (its scoring may change between versions)."""
+    try:
+        version = metadata.version("rlvr-sweeps")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    key = {"model": model_key, "benchmark": OmegaConf.to_container(benchmark.cfg, resolve=True),
+           "sampling": [benchmark.n, list(benchmark.ks), benchmark.temperature, benchmark.top_p, benchmark.max_new_tokens,
+                        benchmark.max_problems],
+           "prompt": OmegaConf.to_container(prompt_cfg, resolve=True), "seed": int(eval_cfg.seed),
+           "batch_size": int(eval_cfg.batch_size), "backend": backend, "version": version,
+           "exclude": hashlib.sha256("\n".join(sorted(exclude_questions)).encode()).hexdigest()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def flat_metrics(results: dict[str, dict[str, dict]]) -> dict[str, float]:
@@ -202,21 +247,27 @@ def flat_metrics(results: dict[str, dict[str, dict]]) -> dict[str, float]:
 
 
 class CheckpointSelection(TrainerCallback):
-    """Evaluates one benchmark at every saved checkpoint and keeps the best checkpoint from rotation."""
+    """Evaluates the selection benchmark at every saved checkpoint (on the meter's evaluation clock) and
+    keeps the best checkpoint from rotation."""
 
-    def __init__(self, evaluator: Evaluator, generator, benchmark: str, on_result=None, earlier_scores: dict | None = None):
+    def __init__(self, evaluator: Evaluator, generator, meter, checkpoint_of, on_result=None,
+                 earlier_scores: dict | None = None):
         self.evaluator = evaluator
         self.generator = generator
-        self.benchmark = benchmark
+        self.benchmark = evaluator.selection
+        self.meter = meter
+        self.checkpoint_of = checkpoint_of  # step -> checkpoint folder (RunRecord.checkpoint)
         self.on_result = on_result
         self.scores: dict[int, float] = {int(step): score for step, score in (earlier_scores or {}).items()}  # before a resume
         self.best_step: int | None = max(self.scores, key=lambda s: (self.scores[s], -s)) if self.scores else None
 
     def on_save(self, args, state, control, **kwargs):
-        result = self.evaluator.run(self.generator, f"step-{state.global_step:06d}", only=self.benchmark)[self.benchmark]
+        with self.meter.evaluating("selection"):
+            results = self.evaluator.run(self.generator, f"step-{state.global_step:06d}", [self.benchmark])
+        result = results[self.benchmark.name]
         self.scores[state.global_step] = result["pass@1"]
         if self.best_step is None or result["pass@1"] > self.scores[self.best_step]:
             self.best_step = state.global_step
-            state.best_model_checkpoint = str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+            state.best_model_checkpoint = str(self.checkpoint_of(state.global_step))
         if self.on_result is not None:
             self.on_result(state.global_step, result)

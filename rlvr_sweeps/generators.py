@@ -1,32 +1,27 @@
-"""Sampling backends for evaluation: transformers generate, or vLLM (with the LoRA adapter).
+"""Evaluation sampling with transformers generate, and the choice of backend for a training run.
 
-Both return, per prompt, n Completions sampled with the benchmark's temperature, top_p and
+Both backends return, per prompt, n Completions sampled with the benchmark's temperature, top_p and
 max_new_tokens, seeded from eval.seed so that the same config gives the same numbers.
 """
 
 from __future__ import annotations
 
-from .evaluation import Benchmark, Completion
-from .errors import UserError
+from typing import TYPE_CHECKING
+
 from .lora_merge import merged_lora
+from .sampling import Completion, Generator, resolve_backend, sampling_seed
+
+if TYPE_CHECKING:
+    from .evaluation import Benchmark
 
 
-def make_generator(cfg, trainer, loaded):
-    """The evaluation backend for this run: eval.backend, or auto (vLLM when training uses it)."""
-    backend = cfg.eval.backend
-    if backend == "auto":
-        backend = "vllm" if cfg.generation.get("use_vllm") else "hf"
-    if backend == "hf":
-        return HFGenerator(trainer.model, loaded.tokenizer, cfg.eval.batch_size)
-    if backend == "vllm":
+def make_generator(cfg, trainer, tokenizer) -> Generator:
+    """The evaluation backend of a training run: eval.backend, or auto (vLLM when training uses it)."""
+    if resolve_backend(cfg) == "vllm":
         from .vllm_backend import TrainerVLLMGenerator
 
         return TrainerVLLMGenerator(trainer)
-    raise UserError(f"eval.backend={backend!r}: use auto, hf or vllm.")
-
-
-def sampling_seed(seed: int, index: int) -> int:
-    return int(seed) * 1_000_003 + index
+    return HFGenerator(trainer.model, tokenizer, cfg.eval.batch_size)
 
 
 class HFGenerator:
@@ -37,12 +32,13 @@ class HFGenerator:
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
 
-    def generate(self, prompts: list[str], benchmark: Benchmark, seed: int) -> list[list[Completion]]:
+    def generate(self, prompt_ids: list[list[int]], benchmark: Benchmark, seed: int) -> list[list[Completion]]:
         import torch
         from transformers import GenerationConfig
 
         tokenizer, model = self.tokenizer, self.model
-        eos = {tokenizer.eos_token_id, *([model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int) else (model.generation_config.eos_token_id or []))}
+        configured = model.generation_config.eos_token_id
+        eos = {tokenizer.eos_token_id, *([configured] if isinstance(configured, int) else (configured or []))}
         eos.discard(None)
         greedy = benchmark.temperature == 0  # one greedy completion stands for all n samples
         sampling = {} if greedy else {"temperature": benchmark.temperature, "top_p": benchmark.top_p, "top_k": 0}
@@ -52,30 +48,34 @@ class HFGenerator:
         per_batch = max(1, self.batch_size // returned)
         was_training = model.training
         model.eval()  # also switches activation checkpointing off
-        padding_side = tokenizer.padding_side
-        tokenizer.padding_side = "left"
         results = []
         try:
             with merged_lora(model), torch.no_grad():  # un-merged LoRA costs more per token, more with the rank
-                for start in range(0, len(prompts), per_batch):
-                    chunk = prompts[start : start + per_batch]
-                    inputs = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                for start in range(0, len(prompt_ids), per_batch):
+                    inputs = self._left_padded(prompt_ids[start : start + per_batch], model.device)
                     torch.manual_seed(sampling_seed(seed, start))
                     output = model.generate(**inputs, generation_config=config)
                     new = output[:, inputs["input_ids"].shape[1] :].tolist()
-                    for i in range(len(chunk)):
+                    for i in range(len(new) // returned):
                         outputs = [self._completion(ids, eos) for ids in new[i * returned : (i + 1) * returned]]
                         results.append(outputs * (benchmark.n // returned))
         finally:
-            tokenizer.padding_side = padding_side
             model.train(was_training)
         return results
+
+    def _left_padded(self, batch: list[list[int]], device) -> dict:
+        import torch
+
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
     def _completion(self, ids: list[int], eos: set[int]) -> Completion:
         end = next((i for i, t in enumerate(ids) if t in eos), None)
         kept = ids if end is None else ids[: end + 1]
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
         return Completion(text, len(kept), truncated=end is None)
-
-
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -45,43 +44,3 @@ def resolve_dtype(name: str, hardware: Hardware) -> torch.dtype:
     if not isinstance(dtype, torch.dtype):
         raise UserError(f"model.dtype={name!r} is not a torch dtype; use auto, float32, bfloat16 or float16.")
     return dtype
-
-
-def check_gpu_settings(cfg, hardware: Hardware) -> None:
-    """Refuse, with the fix, settings that only run on a CUDA GPU when there is none."""
-    if not hardware.has_cuda:
-        _refuse_gpu_only_settings(cfg)
-    uses_vllm = cfg.generation.get("use_vllm") or cfg.eval.get("backend") == "vllm"
-    if uses_vllm and importlib.util.find_spec("vllm") is None:
-        raise UserError("vLLM is not installed: pip install -e '.[vllm]' on a GPU machine (make setup-vllm on CPU), "
-                        "or use generation=hf eval.backend=hf.")
-
-
-def _refuse_gpu_only_settings(cfg) -> None:
-    needs_gpu = []
-    if cfg.budget.device != "cpu":
-        needs_gpu.append(f"budget={cfg.budget.name} counts {cfg.budget.device} GPU-hours (use budget=smoke)")
-    if cfg.trainer.get("bf16"):
-        needs_gpu.append("trainer.bf16=true (use trainer.bf16=null)")
-    if cfg.trainer.get("fp16"):
-        needs_gpu.append("trainer.fp16=true (use trainer.fp16=false)")
-    if cfg.model.get("attn_implementation") == "flash_attention_2":
-        needs_gpu.append("model.attn_implementation=flash_attention_2 (use sdpa)")
-    if cfg.generation.get("use_vllm") and not _vllm_cpu_build():
-        needs_gpu.append("generation=vllm without a CPU build of vLLM (use generation=hf)")
-    if needs_gpu:
-        raise UserError(
-            "This machine has no CUDA GPU, but the config asks for one:\n  - "
-            + "\n  - ".join(needs_gpu)
-            + "\nRun on a GPU node (e.g. hydra/launcher=slurm_a40) or change the settings named above."
-        )
-
-
-def _vllm_cpu_build() -> bool:
-    try:
-        from importlib.metadata import distribution
-
-        distribution("vllm-cpu")
-        return True
-    except Exception:  # noqa: BLE001
-        return False

@@ -99,7 +99,7 @@ def _hub_model(model_cfg: DictConfig) -> str:
 def _cached(cache_dir: Path, model_cfg: DictConfig, build) -> Path:
     """Build a model folder once per distinct config; an atomic rename publishes it."""
     spec = OmegaConf.to_container(model_cfg, resolve=True)
-    for key in ("dtype", "attn_implementation", "trust_remote_code", "path", "revision"):
+    for key in ("dtype", "attn_implementation", "trust_remote_code", "path", "revision", "eval_max_new_tokens"):
         spec.pop(key, None)
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     target = cache_dir / "models" / f"{model_cfg.name}-{digest}"
@@ -190,7 +190,7 @@ def _build_random(model_cfg: DictConfig, out: Path) -> None:
         num_hidden_layers=int(model_cfg.num_hidden_layers),
         num_attention_heads=int(model_cfg.num_attention_heads),
         num_key_value_heads=int(model_cfg.num_key_value_heads),
-        max_position_embeddings=4096,
+        max_position_embeddings=int(model_cfg.context_length),
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,

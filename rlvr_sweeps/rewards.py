@@ -52,16 +52,24 @@ def make_format_reward(max_chars: int):
     return format_reward
 
 
+REWARD_NAMES = ("accuracy", "format")
+
+
+def check_reward_names(reward_cfg: DictConfig) -> None:
+    """reward.weights names known reward functions, at least one."""
+    unknown = [name for name in reward_cfg.weights if name not in REWARD_NAMES]
+    if unknown:
+        raise UserError(f"Unknown reward function(s) {unknown} in reward.weights; available: {sorted(REWARD_NAMES)}.")
+    if not reward_cfg.weights:
+        raise UserError("reward.weights is empty: name at least one reward function, e.g. reward.weights.accuracy=1.0.")
+
+
 def build_reward_functions(reward_cfg: DictConfig, verifier: MathVerifier) -> tuple[list, list[float]]:
     """The reward functions named in reward.weights, and their weights in the same order."""
+    check_reward_names(reward_cfg)
     factories = {
         "accuracy": lambda: make_accuracy_reward(verifier),
         "format": lambda: make_format_reward(int(reward_cfg.max_chars)),
     }
-    unknown = [name for name in reward_cfg.weights if name not in factories]
-    if unknown:
-        raise UserError(f"Unknown reward function(s) {unknown} in reward.weights; available: {sorted(factories)}.")
-    if not reward_cfg.weights:
-        raise UserError("reward.weights is empty: name at least one reward function, e.g. reward.weights.accuracy=1.0.")
     functions = [factories[name]() for name in reward_cfg.weights]
     return functions, [float(w) for w in reward_cfg.weights.values()]

@@ -2,6 +2,8 @@
 
 The folder's path is a function of the run's overrides (see conf/config.yaml), so a relaunch of
 the same sweep finds it again. Files are written so that a crash never leaves them half-written.
+This module is also the one place that names checkpoint folders and reads what an earlier attempt
+of a run left behind (`Resume`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import uuid
+from dataclasses import dataclass, field
+
 import yaml
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 # key names that hold secrets: api_key, WANDB_API_KEY, hub_token, token, client_secret, password...
 SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password|passwd)$", re.IGNORECASE)
@@ -99,16 +105,97 @@ class RunRecord:
         atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         return len(records) - len(kept)
 
+    def checkpoint(self, step: int) -> Path:
+        """The folder the trainer saves step `step` into (transformers' own naming)."""
+        return self.checkpoints_dir / f"{PREFIX_CHECKPOINT_DIR}-{int(step)}"
 
     def complete_checkpoints(self) -> list[Path]:
         """Checkpoints whose save finished (they carry the COMPLETE marker), oldest first."""
         if not self.checkpoints_dir.is_dir():
             return []
-        found = [p for p in self.checkpoints_dir.glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()]
-        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+        found = [p for p in self.checkpoints_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / COMPLETE_MARKER).exists()]
+        return sorted(found, key=checkpoint_step)
 
 
 COMPLETE_MARKER = "COMPLETE"
+
+
+def checkpoint_step(folder: Path | str) -> int:
+    """The step of a checkpoint folder named by `RunRecord.checkpoint`."""
+    return int(Path(folder).name.rsplit("-", 1)[-1])
+
+
+def checkpoint_state(folder: Path) -> dict:
+    """What the COMPLETE marker recorded at the save: step, training seconds, generated tokens."""
+    try:
+        return json.loads((Path(folder) / COMPLETE_MARKER).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Where a run lives and what it is called, from Hydra's view of the job."""
+
+    run_dir: str
+    """The run folder: a function of the overrides, so that a relaunch finds it again."""
+    overrides: list[str]
+    """The command-line overrides of this run."""
+    run_name: str
+    """The overrides as one string (`default` for none): the W&B run name."""
+    choices: dict
+    """The config group choices (model, lora, budget, ...)."""
+
+
+def run_identity() -> RunIdentity:
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    return RunIdentity(
+        run_dir=hydra.runtime.output_dir,
+        overrides=list(hydra.overrides.task),
+        run_name=hydra.job.override_dirname or "default",
+        choices={k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
+    )
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What earlier attempts of a run left behind, and where this attempt starts."""
+
+    prior: dict = field(default_factory=dict)
+    """The run's summary.json so far ({} for a new run)."""
+    checkpoint: Path | None = None
+    """The last complete checkpoint to resume from (None: start from the untrained model)."""
+    step: int = 0
+    """The optimizer step of that checkpoint."""
+    training_s: float = 0.0
+    """Training seconds spent up to that checkpoint: the budget already used."""
+    generated_tokens: int = 0
+    """Rollout tokens generated up to that checkpoint."""
+
+    @classmethod
+    def read(cls, record: RunRecord) -> Resume:
+        prior = record.read_summary() or {}
+        checkpoints = record.complete_checkpoints()
+        if not checkpoints:
+            return cls(prior)
+        state = checkpoint_state(checkpoints[-1])
+        return cls(prior, checkpoints[-1], checkpoint_step(checkpoints[-1]), float(state.get("training_s", 0.0)),
+                   int(state.get("generated_tokens", 0)))
+
+    @property
+    def completed(self) -> bool:
+        return self.prior.get("status") == "completed"
+
+    @property
+    def wandb_id(self) -> str:
+        """Kept in summary.json, so that every attempt of a run logs to the same W&B run."""
+        return (self.prior.get("wandb") or {}).get("run_id") or uuid.uuid4().hex[:12]
+
+    def earlier(self, section: str, key: str, default=None):
+        """A value recorded by an earlier attempt that this attempt continues (only when resuming)."""
+        return (self.prior.get(section) or {}).get(key, default) if self.checkpoint else default
 
 
 class MetricsCallback(TrainerCallback):
@@ -124,20 +211,24 @@ class MetricsCallback(TrainerCallback):
         if "train_runtime" in logs:  # the trainer's end-of-training totals: a summary, not a step
             self.train_summary = logs
             return
-        self.record.append_metrics({"step": state.global_step, "elapsed_s": round(self.meter.elapsed_s, 3), **logs})
+        self.record.append_metrics({"step": state.global_step, "training_s": round(self.meter.training_s, 3), **logs})
         self.record.update_summary(global_step=state.global_step, budget=self.meter.usage())
 
 
 class CheckpointMarker(TrainerCallback):
-    """Marks a checkpoint complete once the trainer has written all of it; resumes use marked ones only."""
+    """Marks a checkpoint complete once the trainer has written all of it, with the training seconds and
+    tokens spent up to it; resumes use marked checkpoints only and continue the budget from them."""
 
-    def __init__(self, record: RunRecord):
+    def __init__(self, record: RunRecord, meter):
         self.record = record
+        self.meter = meter
 
     def on_save(self, args, state, control, **kwargs):
-        folder = self.record.checkpoints_dir / f"checkpoint-{state.global_step}"
+        folder = self.record.checkpoint(state.global_step)
         if folder.is_dir():
-            atomic_write(folder / COMPLETE_MARKER, json.dumps({"step": state.global_step, "at": now_iso()}) + "\n")
+            marker = {"step": state.global_step, "at": now_iso(), "training_s": round(self.meter.training_s, 3),
+                      "generated_tokens": self.meter.generated_tokens}
+            atomic_write(folder / COMPLETE_MARKER, json.dumps(marker) + "\n")
 
 
 FLAT_SECTIONS = ("model", "lora", "budget", "timings", "train")
@@ -147,7 +238,7 @@ FLAT_FIELDS = ("status", "stop_reason", "global_step", "name", "error")
 def flat_summary(summary: dict) -> dict:
     """A run's summary as flat keys, as W&B stores it and analysis reads it from either source:
     eval metrics under their own names (eval/<bench>/pass@1, baseline/..., delta/...), sections
-    as section/key (budget/used_s, train/last/reward, lora/rank, ...)."""
+    as section/key (budget/training_s, train/last/reward, lora/rank, ...)."""
     flat = dict(summary.get("metrics") or {})
     for field in FLAT_FIELDS:
         if field in summary:

@@ -9,6 +9,7 @@ basic launcher, by the SweepReport callback that conf/config.yaml registers.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .evaluation import benchmarks_from_config, selection_benchmark
 from .run_record import RunRecord
 
 LIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUE_HOLD"}
@@ -24,14 +26,32 @@ LIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETIN
 
 @dataclass
 class PlannedRun:
+    """One run of a sweep as the plan sees it: what relaunching does, and what it will cost."""
+
     overrides: str
+    """The run's overrides (its folder name)."""
     run_dir: str
-    status: str  # "new", or the status in the run's summary.json
-    action: str  # "run" or "skip"
+    """The run folder."""
+    status: str
+    """"new", or the status in the run's summary.json."""
+    action: str
+    """"run" or "skip"."""
     note: str
+    """Why it is skipped, resumed or retried."""
     device: str
+    """What the hours are counted on (budget.device)."""
+    training_hours: float
+    """The training budget (budget.minutes): rollouts, updates, checkpoint saves."""
+    evaluation_hours: float
+    """Estimated baseline, selection and final evaluation time (budget.estimate), not counted in the budget."""
+    job_minutes: int
+    """Time limit per job: start-up + training + evaluation estimate, at most the launcher's max_time_min."""
+    jobs: int
+    """Jobs the run needs at that limit; each requeue resumes where the last one saved."""
     device_hours: float
+    """Training plus estimated evaluation, one device per run."""
     cost_usd: float
+    """device_hours at the budget's price."""
 
 
 def slurm_job_alive(job_id: str | None) -> bool:
@@ -44,8 +64,34 @@ def slurm_job_alive(job_id: str | None) -> bool:
     return any(state.strip() in LIVE_SLURM_STATES for state in out.stdout.splitlines())
 
 
-def plan_run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | str) -> PlannedRun:
-    """What relaunching this run does: completed runs and runs alive in SLURM are skipped."""
+def estimate_evaluation_s(cfg: DictConfig) -> float:
+    """Seconds of baseline + final evaluation of every benchmark, and of the selection evaluations
+    (one per checkpoint), from budget.estimate: completions x tokens per completion / throughput."""
+    estimate = cfg.budget.get("estimate") or {}
+    tokens_per_s = float(estimate.get("eval_tokens_per_s") or 0)
+    if tokens_per_s <= 0:
+        return 0.0
+    benchmarks = benchmarks_from_config(cfg.eval)
+
+    def seconds(benchmark) -> float:
+        problems = int(benchmark.cfg.get("problems") or benchmark.cfg.get("size") or benchmark.cfg.get("max_samples") or 0)
+        problems = min(problems, benchmark.max_problems or problems)
+        tokens = min(benchmark.max_new_tokens, int(estimate.get("completion_tokens") or benchmark.max_new_tokens))
+        samples = 1 if benchmark.temperature == 0 else benchmark.n
+        return problems * samples * tokens / tokens_per_s
+
+    phases = int(bool(cfg.eval.baseline)) + int(bool(cfg.eval.final))
+    total = phases * sum(seconds(b) for b in benchmarks)
+    selection = selection_benchmark(cfg.eval, benchmarks)
+    save_steps, step_s = cfg.trainer.get("save_steps"), float(estimate.get("step_s") or 0)
+    if selection is not None and save_steps and step_s > 0:
+        checkpoints = float(cfg.budget.minutes) * 60 / (int(save_steps) * step_s)
+        total += checkpoints * seconds(selection)
+    return total
+
+
+def plan_run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | str, max_time_min: int | None = None) -> PlannedRun:
+    """What relaunching this run does (completed runs and runs alive in SLURM are skipped), and its cost."""
     summary = RunRecord(run_dir).read_summary() or {}
     status = summary.get("status", "new")
     action, note = "run", ""
@@ -57,20 +103,31 @@ def plan_run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | str) -
         note = "retry after failure: " + _first_line(summary.get("error"))
     elif status in {"running", "interrupted"}:
         note = f"resume from step {summary.get('global_step', 0)}"
-    hours = float(cfg.budget.minutes) / 60.0  # one device per run
+    training_h = float(cfg.budget.minutes) / 60.0
+    evaluation_h = estimate_evaluation_s(cfg) / 3600.0
+    startup_min = float((cfg.budget.get("estimate") or {}).get("startup_minutes") or 0)
+    needed_min = math.ceil(startup_min + 60 * (training_h + evaluation_h))
+    job_minutes = min(needed_min, int(max_time_min)) if max_time_min else needed_min
+    jobs = math.ceil(needed_min / job_minutes) if job_minutes else 1
+    hours = training_h + evaluation_h  # one device per run
     return PlannedRun(" ".join(overrides) if isinstance(overrides, list) else overrides, str(run_dir), status, action, note,
-                      str(cfg.budget.device), hours, hours * float(cfg.budget.price_per_hour))
+                      str(cfg.budget.device), training_h, evaluation_h, job_minutes, jobs, hours,
+                      hours * float(cfg.budget.price_per_hour))
 
 
 def format_plan(runs: list[PlannedRun]) -> str:
-    lines = [f"{'action':6} {'status':11} {'overrides':48} folder / note"]
+    lines = [f"{'action':6} {'status':11} {'train h':>7} {'eval h':>6} {'job time':>8} {'jobs':>4}  {'overrides':44} folder / note"]
     for run in runs:
-        lines.append(f"{run.action:6} {run.status:11} {run.overrides or '(defaults)':48} {run.run_dir}" + (f"  [{run.note}]" if run.note else ""))
+        job = f"{run.job_minutes // 60}:{run.job_minutes % 60:02d}"
+        lines.append(f"{run.action:6} {run.status:11} {run.training_hours:7.2f} {run.evaluation_hours:6.2f} {job:>8} {run.jobs:>4}  "
+                     f"{run.overrides or '(defaults)':44} {run.run_dir}" + (f"  [{run.note}]" if run.note else ""))
     todo = [r for r in runs if r.action == "run"]
     hours = sum(r.device_hours for r in todo)
     devices = "/".join(sorted({r.device for r in todo})) or "-"
     lines.append(f"{len(todo)} of {len(runs)} runs to go: at most {hours:.2f} {devices} device-hours in total "
                  f"(one device per run), ${sum(r.cost_usd for r in todo):.2f} at the budgets' prices")
+    lines.append("train h = the budget (training only); eval h = baseline, selection and final evaluation, estimated "
+                 "from budget.estimate and not counted in the budget; job time = start-up + both, per SLURM job (h:mm)")
     return "\n".join(lines)
 
 

@@ -1,9 +1,10 @@
 """train(cfg): one GRPO + LoRA run, from a composed config to a finished run folder.
 
-Phases: check the config, load model and data, evaluate the untrained model (baseline), train
-under the budget (evaluating the selection benchmark at each checkpoint), save, evaluate the final
-(or best) model, write the summary. A relaunch resumes from the last complete checkpoint and
-skips a run that already completed.
+Phases: check the config, read what earlier attempts left (resume), build the run (W&B, model,
+data, rewards, trainer, evaluator), evaluate the untrained model (baseline), train within the
+budget (evaluating the selection benchmark at each checkpoint), then finish: save the adapter that
+is evaluated finally, evaluate it, write the summary and the verdict. A relaunch resumes from the
+last complete checkpoint and skips a run that already completed.
 """
 
 from __future__ import annotations
@@ -11,28 +12,31 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-import uuid
-from dataclasses import asdict
-from pathlib import Path
 import warnings
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .budget import WALL_CLOCK, Budget, BudgetCallback, BudgetMeter, BudgetProgressBar
+from .budget import EVALUATION_PHASES, WALL_CLOCK, Budget, BudgetCallback, BudgetMeter, BudgetProgressBar
+from .checks import check_config
 from .data import build_train_dataset
 from .errors import UserError
-from .evaluation import CheckpointSelection, Evaluator, benchmarks_from_config, flat_metrics
+from .evaluation import CheckpointSelection, Evaluator, flat_metrics
 from .generators import make_generator
-from .hardware import check_gpu_settings, detect_hardware, use_allocated_cpus
+from .hardware import detect_hardware, use_allocated_cpus
 from .models import load_model
 from .preemption import GracefulStop
 from .rewards import build_reward_functions
+from .run_record import (CheckpointMarker, MetricsCallback, Resume, RunIdentity, RunRecord, flat_summary, now_iso,
+                         provenance, run_identity, scrub_secrets)
 from .sweep import format_plan, plan_run
-from .run_record import CheckpointMarker, MetricsCallback, RunRecord, flat_summary, now_iso, provenance, scrub_secrets
-from .tracking import Tracking, start_tracking
+from .tracking import start_tracking
 from .trainer import RLVRTrainer, grpo_config, load_checkpoint_weights, lora_config
+from .verdict import write_verdict
 from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
@@ -40,15 +44,103 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*(is_)?gradient_checkpointing.* is deprecated.*", category=FutureWarning)
 
 
-def run_identity() -> dict:
-    """Where a run lives and what it is called, from Hydra's view of this job."""
-    hydra = HydraConfig.get()
-    return {
-        "run_dir": hydra.runtime.output_dir,
-        "overrides": list(hydra.overrides.task),
-        "run_name": hydra.job.override_dirname or "default",
-        "choices": {k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
-    }
+def train(cfg: DictConfig) -> dict:
+    identity = run_identity()
+    record = RunRecord(identity.run_dir)
+    hardware = detect_hardware()
+    refuse_bad_config(cfg, hardware, record)
+    if cfg.dry_run:
+        return dry_run(cfg, record, identity)
+    resume = Resume.read(record)
+    if resume.completed:
+        log.info("Already completed (%s); skipping. Delete %s to run it again.", resume.prior.get("stop_reason"), record.dir)
+        return resume.prior
+    use_allocated_cpus()
+    meter = BudgetMeter(Budget.from_config(cfg.budget), hardware, resume.training_s, resume.generated_tokens,
+                        {phase: resume.earlier("budget", f"{phase}_evaluation_s", 0.0) for phase in EVALUATION_PHASES})
+    start_attempt(cfg, record, identity, resume)
+    with Attempt(record, meter) as attempt:
+        run = build_run(cfg, record, identity, hardware, meter, resume, attempt)
+        baseline = evaluate_baseline(run, resume)
+        if not train_within_budget(run, resume):
+            return interrupted(run)
+        return finish(run, baseline)
+
+
+@dataclass
+class Run:
+    """Everything one attempt of a run works with, built by build_run."""
+
+    cfg: DictConfig
+    record: RunRecord
+    meter: BudgetMeter
+    trainer: RLVRTrainer
+    evaluator: Evaluator
+    generator: object
+    budget_callback: BudgetCallback
+    graceful: GracefulStop
+    selection: CheckpointSelection | None
+    metrics_callback: MetricsCallback
+    timings: dict = field(default_factory=dict)
+
+
+class Attempt:
+    """One attempt of a run: a failure is written to summary.json (never lost), then what the attempt
+    opened is closed, the W&B run last, so that it sees the final summary."""
+
+    def __init__(self, record: RunRecord, meter: BudgetMeter):
+        self.record, self.meter, self.stack = record, meter, ExitStack()
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(self, kind, err, tb) -> bool:
+        try:
+            if err is not None:
+                status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+                message = str(err) if isinstance(err, UserError) else "".join(traceback.format_exception(err))[-4000:]
+                self.meter.stop_training()
+                self.record.update_summary(status=status, stop_reason=status, finished_at=now_iso(), budget=self.meter.usage(),
+                                           error=message)
+        finally:
+            self.stack.close()
+        return False
+
+
+def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> None:
+    """check_config; a refused run of a sweep is recorded as failed (with the fix) where its folder is."""
+    try:
+        check_config(cfg, hardware)
+    except UserError as err:
+        if not cfg.dry_run:
+            record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
+            record.update_summary(status="failed", stop_reason="failed", error=str(err), name=cfg.name, run_dir=str(record.dir),
+                                  finished_at=now_iso(), model={"name": cfg.model.name}, lora={"rank": cfg.lora.rank})
+        raise
+
+
+def dry_run(cfg: DictConfig, record: RunRecord, identity: RunIdentity) -> dict:
+    """The plan of this run; a multirun prints the plans of all its runs at the end (rlvr_sweeps.sweep)."""
+    plan = plan_run(cfg, record.dir, [o for o in identity.overrides if not o.startswith("dry_run=")])
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        print(OmegaConf.to_yaml(scrub_secrets(OmegaConf.to_container(cfg, resolve=True))))
+        print(format_plan([plan]))
+    return {"status": "dry_run", "run_dir": str(record.dir), "plan": asdict(plan)}
+
+
+def start_attempt(cfg: DictConfig, record: RunRecord, identity: RunIdentity, resume: Resume) -> None:
+    record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
+    dropped = record.drop_metrics_after(resume.step)  # steps after the checkpoint are trained again
+    attempts = resume.prior.get("attempts", []) + [{"started_at": now_iso(), "resumed_from_step": resume.step,
+                                                    "metrics_dropped": dropped, **provenance()}]
+    record.update_summary(
+        status="running", stop_reason=None, error=None, name=cfg.name, run_dir=str(record.dir), overrides=identity.overrides,
+        choices=identity.choices, started_at=resume.prior.get("started_at", now_iso()), attempts=attempts,
+        model={"name": cfg.model.name, "id": cfg.model.id}, lora={"rank": cfg.lora.rank}, **provenance(),
+    )
+    if resume.checkpoint:
+        log.info("Resuming from %s (step %d; %.0f s of the training budget already spent)", resume.checkpoint.name,
+                 resume.step, resume.training_s)
 
 
 def tags_for(cfg: DictConfig) -> list[str]:
@@ -56,157 +148,123 @@ def tags_for(cfg: DictConfig) -> list[str]:
     return [str(cfg.model.name), rank, str(cfg.budget.name), str(cfg.data.name)]
 
 
-def train(cfg: DictConfig) -> dict:
-    identity = run_identity()
-    record = RunRecord(identity["run_dir"])
+def build_run(cfg: DictConfig, record: RunRecord, identity: RunIdentity, hardware, meter: BudgetMeter, resume: Resume,
+              attempt: Attempt) -> Run:
     config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
-    benchmarks_from_config(cfg.eval)  # refuse a bad evaluation setup before any work
-    if cfg.dry_run:  # a multirun prints the plan of all its runs at the end (rlvr_sweeps.sweep)
-        plan = plan_run(cfg, record.dir, [o for o in identity["overrides"] if not o.startswith("dry_run=")])
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            print(OmegaConf.to_yaml(config))
-            print(format_plan([plan]))
-        return {"status": "dry_run", "run_dir": str(record.dir), "plan": asdict(plan)}
-
-    prior = record.read_summary() or {}
-    if prior.get("status") == "completed":
-        log.info("Already completed (%s); skipping. Delete %s to run it again.", prior.get("stop_reason"), record.dir)
-        return prior
-    checkpoints = record.complete_checkpoints()
-    resume_from = checkpoints[-1] if checkpoints else None
-    resumed_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
-
-    use_allocated_cpus()
-    hardware = detect_hardware()
-    spent = (prior.get("budget") or {}).get("used_s", 0.0) if resume_from else 0.0
-    meter = BudgetMeter(Budget.from_config(cfg.budget), hardware, spent_s=spent,
-                        generated_tokens=(prior.get("budget") or {}).get("generated_tokens", 0) if resume_from else 0)
-    check_gpu_settings(cfg, hardware)
-    record.write_config(config)
-    dropped = record.drop_metrics_after(resumed_step)
-    attempts = prior.get("attempts", []) + [{"started_at": now_iso(), "resumed_from_step": resumed_step,
-                                             "metrics_dropped": dropped, **provenance()}]
-    record.update_summary(
-        status="running", stop_reason=None, error=None, name=cfg.name, run_dir=str(record.dir),
-        overrides=identity["overrides"], choices=identity["choices"], started_at=prior.get("started_at", now_iso()),
-        model={"name": cfg.model.name, "id": cfg.model.id}, lora={"rank": cfg.lora.rank}, attempts=attempts, **provenance(),
+    tracking = start_tracking(cfg.logger, str(record.dir), run_id=resume.wandb_id, name=identity.run_name, group=str(cfg.name),
+                              tags=tags_for(cfg), config={**config, "overrides": identity.overrides})
+    attempt.stack.callback(lambda: tracking.finish(flat_summary(record.read_summary() or {}),
+                                                   exit_code=int((record.read_summary() or {}).get("status") == "failed")))
+    record.update_summary(wandb=tracking.describe())
+    started = time.monotonic()
+    loaded = load_model(cfg.model, cfg.paths.cache, hardware)
+    context = min(int(cfg.model.context_length or 10**9), int(getattr(loaded.model.config, "max_position_embeddings", 10**9)))
+    dataset, data_report = build_train_dataset(cfg.data, cfg.prompt, loaded.tokenizer,
+                                               max_prompt_tokens=context - int(cfg.trainer.max_completion_length))
+    verifier = MathVerifier(timeout_s=cfg.reward.timeout_s, max_chars=cfg.reward.max_chars)
+    attempt.stack.callback(verifier.close)
+    reward_functions, reward_weights = build_reward_functions(cfg.reward, verifier)
+    args = grpo_config(cfg, output_dir=str(record.checkpoints_dir), hardware=hardware, run_name=identity.run_name,
+                       reward_weights=reward_weights)
+    metrics_callback = MetricsCallback(record, meter)
+    trainer = RLVRTrainer(
+        model=loaded.model, reward_funcs=reward_functions, args=args, train_dataset=dataset,
+        processing_class=loaded.tokenizer, peft_config=lora_config(cfg.lora),
+        callbacks=[CheckpointMarker(record, meter), metrics_callback, BudgetProgressBar(meter), *tracking.callbacks()],
+        on_generated_tokens=meter.add_generated_tokens, merge_lora_for_rollouts=bool(cfg.lora.merge_for_rollouts),
     )
-    if resume_from:
-        log.info("Resuming from %s (step %d; %.0f s of the budget already spent)", resume_from.name, resumed_step, spent)
-
-    tracking, verifier, summary, timings = Tracking(), None, {}, {}
-    results = {"baseline": (prior.get("eval") or {}).get("baseline") if resume_from else None}
-    try:
-        tracking = start_tracking(cfg.logger, str(record.dir), run_id=_wandb_id(prior), name=identity["run_name"],
-                                  group=str(cfg.name), tags=tags_for(cfg), config={**config, "overrides": identity["overrides"]})
-        record.update_summary(wandb=tracking.describe())
-
-        loaded = load_model(cfg.model, cfg.paths.cache, hardware)
-        dataset = build_train_dataset(cfg.data, cfg.prompt, loaded.tokenizer)
-        verifier = MathVerifier(timeout_s=cfg.reward.timeout_s, max_chars=cfg.reward.max_chars)
-        reward_functions, reward_weights = build_reward_functions(cfg.reward, verifier)
-        args = grpo_config(cfg, output_dir=str(record.checkpoints_dir), hardware=hardware,
-                           run_name=identity["run_name"], reward_weights=reward_weights)
-        budget_cb = BudgetCallback(meter, lookahead_steps=args.steps_per_generation * args.num_iterations)
-        metrics_cb = MetricsCallback(record, meter)
-        trainer = RLVRTrainer(
-            model=loaded.model, reward_funcs=reward_functions, args=args, train_dataset=dataset,
-            processing_class=loaded.tokenizer, peft_config=lora_config(cfg.lora),
-            callbacks=[CheckpointMarker(record), metrics_cb, BudgetProgressBar(meter), *tracking.callbacks()],
-            on_generated_tokens=meter.add_generated_tokens, merge_lora_for_rollouts=bool(cfg.lora.merge_for_rollouts),
-        )
-        _use_budget_progress_bar(trainer)
-        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        record.update_summary(model={"name": cfg.model.name, "id": cfg.model.id, "folder": loaded.folder,
-                                     "parameters": loaded.parameters, "trainable_parameters": trainable},
-                              lora={"rank": cfg.lora.rank, "alpha": _lora_alpha(trainer)})
-
-        evaluator = Evaluator(cfg.eval, cfg.prompt, loaded.tokenizer, verifier, record.dir / "eval",
-                              exclude_questions=set(dataset["question"]),
-                              baseline_cache=Path(cfg.paths.cache) / "baselines" if cfg.eval.cache_baseline else None,
-                              model_key=f"{loaded.folder}@{cfg.model.revision}:{cfg.model.dtype}")
-        generator = make_generator(cfg, trainer, loaded)
-        if evaluator.benchmarks and cfg.eval.baseline and not results["baseline"]:
-            started = time.monotonic()
-            results["baseline"] = evaluator.run(generator, "baseline")  # LoRA starts as the identity
-            timings["baseline_eval_s"] = round(time.monotonic() - started, 3)
-            record.update_summary(eval={"baseline": results["baseline"]})
-        selection = None
-        if cfg.eval.select_on:
-            earlier = (prior.get("eval") or {}).get("checkpoints") if resume_from else None
-            selection = CheckpointSelection(evaluator, generator, cfg.eval.select_on, earlier_scores=earlier,
-                                            on_result=lambda step, r: record.update_summary(eval={**results, "checkpoints": selection.scores}))
-            trainer.add_callback(selection)
-        graceful = GracefulStop()
-        trainer.add_callback(graceful)
-        trainer.add_callback(budget_cb)  # last: it times saves together with any evaluation at them
-        timings["setup_s"] = round(meter.elapsed_s, 3)
-        log.info("Training %s (%.2f M trainable parameters) on %s for at most %.1f min",
-                 identity["run_name"], trainable / 1e6, hardware.name, meter.budget.training_seconds / 60)
-
-        if meter.training_left_s <= 0:  # e.g. requeued while it was saving or evaluating at the end
-            budget_cb.stop_reason = WALL_CLOCK
-            log.warning("No training time left in the budget (%.0f s used); finishing.", meter.elapsed_s)
-            if resume_from:
-                load_checkpoint_weights(trainer.model, resume_from)
-                trainer.state.global_step = resumed_step
-        else:
-            started = time.monotonic()
-            with graceful.armed():
-                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-            timings["train_s"] = round(time.monotonic() - started, 3)
-        if graceful.signal is not None:  # saved at the end of the step; a requeued job resumes from it
-            summary = record.update_summary(status="interrupted", stop_reason=graceful.stop_reason, finished_at=now_iso(),
-                                            global_step=trainer.state.global_step, budget=meter.usage(), timings=timings)
-            log.warning("Stopped at step %d by %s; relaunching resumes from here.", trainer.state.global_step, graceful.stop_reason)
-            graceful.hand_over()
-            return summary
-
-        started = time.monotonic()
-        trainer.save_model(str(record.final_dir))
-        timings["final_save_s"] = round(time.monotonic() - started, 3)
-        selected_step = trainer.state.global_step
-        if selection and selection.best_step is not None and selection.best_step != selected_step:
-            selected_step = selection.best_step
-            load_checkpoint_weights(trainer.model, record.checkpoints_dir / f"checkpoint-{selected_step}")
-            log.info("Evaluating the best checkpoint by %s: step %d", cfg.eval.select_on, selected_step)
-        if evaluator.benchmarks and cfg.eval.final:
-            started = time.monotonic()
-            results["final"] = evaluator.run(generator, "final")
-            timings["final_eval_s"] = round(time.monotonic() - started, 3)
-        timings["total_s"] = round(meter.elapsed_s, 3)
-        summary = record.update_summary(
-            status="completed", stop_reason=budget_cb.stop_reason, finished_at=now_iso(),
-            global_step=trainer.state.global_step, train=_train_summary(record), budget=meter.usage(),
-            eval={**{k: v for k, v in results.items() if v}, "checkpoints": selection.scores if selection else {},
-                  "selected_step": selected_step},
-            metrics=flat_metrics(results), timings={**timings, **budget_cb.timings()}, trainer_totals=metrics_cb.train_summary,
-        )
-        _report(summary, meter, hardware)
-        print(f"Run folder: {record.dir}")
-        return summary
-    except BaseException as err:
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        summary = record.update_summary(
-            status=status, stop_reason=status, finished_at=now_iso(), budget=meter.usage(), timings=timings,
-            error=str(err) if isinstance(err, UserError) else "".join(traceback.format_exception(err))[-4000:],
-        )
-        raise
-    finally:
-        if verifier is not None:
-            verifier.close()
-        tracking.finish(flat_summary(summary), exit_code=1 if summary.get("status") == "failed" else 0)
+    _use_budget_progress_bar(trainer)
+    evaluator = Evaluator(cfg.eval, cfg.prompt, loaded.tokenizer, verifier, record.dir / "eval",
+                          exclude_questions=set(dataset["question"]),
+                          baseline_cache=Path(cfg.paths.cache) / "baselines" if cfg.eval.cache_baseline else None,
+                          model_key=f"{loaded.folder}@{cfg.model.revision}:{cfg.model.dtype}",
+                          chat_template_kwargs=args.chat_template_kwargs)
+    generator = make_generator(cfg, trainer, loaded.tokenizer)
+    selection = None
+    if evaluator.selection is not None:
+        selection = CheckpointSelection(evaluator, generator, meter, record.checkpoint,
+                                        earlier_scores=resume.earlier("eval", "checkpoints"),
+                                        on_result=lambda step, result: record.update_summary(
+                                            eval={**(record.read_summary() or {}).get("eval", {}), "checkpoints": selection.scores}))
+        trainer.add_callback(selection)
+    graceful = GracefulStop()
+    trainer.add_callback(graceful)
+    budget_callback = BudgetCallback(meter, lookahead_steps=args.steps_per_generation * args.num_iterations)
+    trainer.add_callback(budget_callback)  # last: it times saves after any selection evaluation at them
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    record.update_summary(model={"name": cfg.model.name, "id": cfg.model.id, "folder": loaded.folder, "context_length": context,
+                                 "parameters": loaded.parameters, "trainable_parameters": trainable},
+                          lora={"rank": cfg.lora.rank, "alpha": _lora_alpha(trainer)}, data=data_report)
+    log.info("Training %s (%.2f M trainable parameters) on %s for %.1f min of training", identity.run_name, trainable / 1e6,
+             hardware.name, meter.budget.seconds / 60)
+    return Run(cfg, record, meter, trainer, evaluator, generator, budget_callback, graceful, selection, metrics_callback,
+               {"setup_s": round(time.monotonic() - started, 3)})
 
 
-def _report(summary: dict, meter: BudgetMeter, hardware) -> None:
-    first, last = summary["train"]["first"], summary["train"]["last"]
-    log.info("Finished after %d steps (%s). Reward %s -> %s. Used %.0f of %.0f s: %.4f %s-hours, $%.4f.",
-             summary["global_step"], summary["stop_reason"], _fmt(first.get("reward")), _fmt(last.get("reward")),
-             meter.elapsed_s, meter.budget.seconds, summary["budget"]["device_hours"], hardware.device,
-             summary["budget"]["cost_usd"])
-    for key, value in summary["metrics"].items():
-        if key.endswith("pass@1"):
-            log.info("  %s = %.3f", key, value)
+def evaluate_baseline(run: Run, resume: Resume) -> dict | None:
+    """The untrained model's scores (LoRA starts as the identity): the deltas are against them."""
+    if not run.evaluator.benchmarks or not run.cfg.eval.baseline:
+        return None
+    earlier = resume.earlier("eval", "baseline")
+    if earlier:
+        return earlier
+    with run.meter.evaluating("baseline"):
+        baseline = run.evaluator.run(run.generator, "baseline")
+    run.record.update_summary(eval={"baseline": baseline}, budget=run.meter.usage())
+    return baseline
+
+
+def train_within_budget(run: Run, resume: Resume) -> bool:
+    """Train until the budget (or a step / token / epoch limit) ends it; False when a stop signal
+    (preemption, time limit) ended it first, after saving the last step."""
+    if run.meter.training_left_s <= 0:  # requeued after training had ended, e.g. during the final evaluation
+        run.budget_callback.stop_reason = WALL_CLOCK
+        log.warning("No training time left in the budget (%.0f s spent); finishing.", run.meter.training_s)
+        if resume.checkpoint:
+            load_checkpoint_weights(run.trainer.model, resume.checkpoint)
+            run.trainer.state.global_step = resume.step
+        return True
+    started = time.monotonic()
+    with run.graceful.armed():
+        run.trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    run.timings["train_wall_s"] = round(time.monotonic() - started, 3)
+    return run.graceful.signal is None
+
+
+def interrupted(run: Run) -> dict:
+    step = run.trainer.state.global_step
+    summary = run.record.update_summary(status="interrupted", stop_reason=run.graceful.stop_reason, finished_at=now_iso(),
+                                        global_step=step, budget=run.meter.usage(), timings=run.timings)
+    log.warning("Stopped at step %d by %s; relaunching resumes from here.", step, run.graceful.stop_reason)
+    run.graceful.hand_over()
+    return summary
+
+
+def finish(run: Run, baseline: dict | None) -> dict:
+    """Save the adapter that is evaluated finally (the selected checkpoint's when eval.select_on is set)
+    as final/, evaluate it, and write the summary and the verdict."""
+    selected_step = run.trainer.state.global_step
+    if run.selection and run.selection.best_step is not None and run.selection.best_step != selected_step:
+        selected_step = run.selection.best_step
+        load_checkpoint_weights(run.trainer.model, run.record.checkpoint(selected_step))
+        log.info("Evaluating the best checkpoint by %s: step %d", run.cfg.eval.select_on, selected_step)
+    run.trainer.save_model(str(run.record.final_dir))
+    final = None
+    if run.evaluator.benchmarks and run.cfg.eval.final:
+        with run.meter.evaluating("final"):
+            final = run.evaluator.run(run.generator, "final")
+    results = {"baseline": baseline, "final": final}
+    summary = run.record.update_summary(
+        status="completed", stop_reason=run.budget_callback.stop_reason, finished_at=now_iso(),
+        global_step=run.trainer.state.global_step, train=_train_summary(run.record), budget=run.meter.usage(),
+        eval={**{k: v for k, v in results.items() if v}, "checkpoints": run.selection.scores if run.selection else {},
+              "selected_step": selected_step},
+        metrics=flat_metrics(results), timings={**run.timings, **run.budget_callback.timings()},
+        trainer_totals=run.metrics_callback.train_summary,
+    )
+    summary = write_verdict(run.record, summary)
+    print(f"Run folder: {run.record.dir}")
+    return summary
 
 
 def _use_budget_progress_bar(trainer) -> None:
@@ -221,16 +279,7 @@ def _lora_alpha(trainer):
     return peft_config["default"].lora_alpha if peft_config else None
 
 
-def _wandb_id(prior: dict) -> str:
-    """Kept in summary.json, so that every attempt of a run logs to the same W&B run."""
-    return (prior.get("wandb") or {}).get("run_id") or uuid.uuid4().hex[:12]
-
-
 def _train_summary(record: RunRecord) -> dict:
     steps = [m for m in record.read_metrics() if "reward" in m]
     numeric = lambda m: {k: v for k, v in m.items() if isinstance(v, (int, float))}  # noqa: E731
     return {"logged_steps": len(steps), "first": numeric(steps[0]) if steps else {}, "last": numeric(steps[-1]) if steps else {}}
-
-
-def _fmt(value) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"

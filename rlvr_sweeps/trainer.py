@@ -80,15 +80,17 @@ def lora_config(lora_cfg: DictConfig):
 class RLVRTrainer(GRPOTrainer):
     """GRPOTrainer plus what a budgeted sweep needs: transformers rollouts from the merged adapter
     (lora.merge_for_rollouts; cost independent of the rank), the count of generated tokens (for the
-    token budget), and the weight sync of its colocated vLLM engine on vLLM's CPU backend."""
+    token budget), and a vLLM weight sync that leaves the frozen base weights bit-exact (on vLLM's
+    CPU backend too)."""
 
     def __init__(self, *args, on_generated_tokens=None, merge_lora_for_rollouts: bool = True, **kwargs):
         self._on_generated_tokens = on_generated_tokens
         self._merge_lora_for_rollouts = merge_lora_for_rollouts
         super().__init__(*args, **kwargs)
         if getattr(self, "vllm_generation", None) is not None:
-            from .vllm_backend import bridge_cpu_weight_sync
+            from .vllm_backend import bridge_cpu_weight_sync, exact_weight_sync
 
+            exact_weight_sync(self.vllm_generation)
             bridge_cpu_weight_sync(self.vllm_generation)
 
     def _generate_single_turn(self, *args, **kwargs):

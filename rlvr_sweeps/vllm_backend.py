@@ -1,8 +1,14 @@
-"""vLLM: evaluation sampling, and the weight sync of TRL's colocated engine on vLLM's CPU backend.
+"""vLLM: evaluation sampling, and the weight sync of TRL's colocated engine.
 
 During training, evaluation reuses the engine TRL colocates for rollouts (after pushing the
 current weights into it), so no second engine competes for memory. Standalone evaluation starts
-its own engine and applies a trained adapter as a LoRARequest.
+its own engine and applies a trained adapter as a LoRARequest. Prompts go in as token ids.
+
+The weight sync: TRL merges the adapter into the live base weights (PEFT `weight.data += delta`),
+copies them into vLLM and un-merges (`-= delta`); in bf16 every cycle rounds, so over a run the
+frozen base drifts away from the checkpoint. `exact_weight_sync` runs TRL's sync inside
+`merged_lora` instead: the adapter is merged into fresh copies, TRL's merge finds nothing left to
+merge, its un-merge touches only those copies, and the original base tensors come back untouched.
 
 vLLM's CPU backend repacks linear weights after loading, so TRL's per-parameter `load_weights`
 fails there; on that backend only, the sync goes through the model runner's `reload_weights`
@@ -13,11 +19,16 @@ from __future__ import annotations
 
 import os
 import types
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
-from .evaluation import Benchmark, Completion
-from .generators import sampling_seed
+from .lora_merge import merged_lora
+from .sampling import Completion, sampling_seed
+
+if TYPE_CHECKING:
+    from .evaluation import Benchmark
 
 # vLLM's CPU backend reserves this many GiB for its KV cache (its default is larger than small
 # machines like); it is read when the first engine starts
@@ -45,6 +56,19 @@ def _sync_weights_on_cpu(self) -> None:
     self.llm.reset_prefix_cache()
 
 
+def exact_weight_sync(vllm_generation) -> None:
+    """Make every weight sync of a colocated (or server) engine read the adapter merged into copies of
+    the base weights, leaving the frozen base bit-exact (see the module docstring)."""
+    iterate = vllm_generation._iter_named_params
+
+    def iter_exact_params(self):
+        with merged_lora(self.model), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(already merged|Already unmerged).*")
+            yield from iterate()
+
+    vllm_generation._iter_named_params = types.MethodType(iter_exact_params, vllm_generation)
+
+
 def bridge_cpu_weight_sync(vllm_generation) -> bool:
     """Route a colocated engine's weight sync through reload_weights when vLLM runs on CPU."""
     if vllm_generation is None or vllm_generation.mode != "colocate" or not vllm_on_cpu():
@@ -65,10 +89,14 @@ def _completions(request_outputs) -> list[list[Completion]]:
             for request in request_outputs]
 
 
-def _generate(llm, prompts: list[str], benchmark: Benchmark, seed: int, lora_request=None, seeded: bool = True) -> list[list[Completion]]:
+def _generate(llm, prompt_ids: list[list[int]], benchmark: Benchmark, seed: int, lora_request=None,
+              seeded: bool = True) -> list[list[Completion]]:
     """Per-prompt seeds make samples independent of batching; vLLM's CPU backend cannot use them
     together with chunked prefill (its CPU generators have no offset), so unseeded requests there
     follow the engine's own seed instead."""
+    from vllm import TokensPrompt
+
+    prompts = [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_ids]
     params = [sampling_params(benchmark, sampling_seed(seed, i) if seeded else None) for i in range(len(prompts))]
     return _completions(llm.generate(prompts, params, lora_request=lora_request, use_tqdm=False))
 
@@ -87,10 +115,10 @@ class TrainerVLLMGenerator:
         self.trainer = trainer
         self.generation = generation
 
-    def generate(self, prompts: list[str], benchmark: Benchmark, seed: int) -> list[list[Completion]]:
+    def generate(self, prompt_ids: list[list[int]], benchmark: Benchmark, seed: int) -> list[list[Completion]]:
         self.generation.sync_weights()
         self.trainer._last_loaded_step = self.trainer.state.global_step  # TRL need not push them again
-        return _generate(self.generation.llm, prompts, benchmark, seed, seeded=not vllm_on_cpu())
+        return _generate(self.generation.llm, prompt_ids, benchmark, seed, seeded=not vllm_on_cpu())
 
 
 class StandaloneVLLMGenerator:
@@ -118,6 +146,6 @@ class StandaloneVLLMGenerator:
         )
         self.lora_request = LoRARequest("adapter", 1, str(adapter)) if adapter else None
 
-    def generate(self, prompts: list[str], benchmark: Benchmark, seed: int) -> list[list[Completion]]:
-        return _generate(self.llm, prompts, benchmark, seed, self.lora_request)
+    def generate(self, prompt_ids: list[list[int]], benchmark: Benchmark, seed: int) -> list[list[Completion]]:
+        return _generate(self.llm, prompt_ids, benchmark, seed, self.lora_request)
 

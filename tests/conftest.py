@@ -1,4 +1,5 @@
-"""Shared test helpers: run launch.py for real in a subprocess, with its own runs folder."""
+"""Shared test helpers: compose configs as launch.py does, run launch.py for real in a subprocess with
+its own runs folder, and the tiny model built once per session."""
 
 from __future__ import annotations
 
@@ -33,6 +34,22 @@ class Launch:
         return json.loads((run_dir / "summary.json").read_text())
 
 
+def compose_config(*overrides: str):
+    """The resolved config launch.py would run with these overrides (Hydra's own composition)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    import rlvr_sweeps.resolvers  # noqa: F401
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    OmegaConf.resolve(task)
+    return task
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
     """One cache of built models per test session (the tiny model is built once)."""
@@ -55,3 +72,13 @@ def launch(tmp_path, model_cache):
         return Launch(done.returncode, done.stdout, done.stderr, runs)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(model_cache) -> Path:
+    """The tiny random model (conf/model/tiny.yaml), built once per session."""
+    from omegaconf import OmegaConf
+
+    from rlvr_sweeps.models import model_folder
+
+    return Path(model_folder(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"), model_cache))

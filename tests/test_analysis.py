@@ -35,7 +35,9 @@ def sweep(tmp_path_factory, model_cache):
     done = launch("-m", "lora.rank=8,64", "trainer.seed=0,1", "model=tiny", "budget.max_steps=2",
                   "trainer.learning_rate=0.05", *SMALL_EVAL)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert launch("lora.rank=256", "model=tiny", "trainer.learning_rate=0.05", "data=open_rs", "data.path=/nonexistent.jsonl").returncode != 0
+    wrong_columns = runs.parent / "wrong_columns.jsonl"  # fails while loading the data, after W&B has started
+    wrong_columns.write_text('{"question": "1 + 1?", "solution": "2"}\n')
+    assert launch("lora.rank=256", "model=tiny", "trainer.learning_rate=0.05", "data=open_rs", f"data.path={wrong_columns}").returncode != 0
     assert launch("lora=none", "model=tiny", "budget.max_steps=2", "trainer.learning_rate=0.05", "eval=[]").returncode == 0
     return runs / "default"
 
@@ -75,7 +77,11 @@ def test_cli_writes_markdown_latex_csv_and_plots(sweep, tmp_path, capsys):
     assert "| init | baseline | r=8 | r=64 | r=256 | full FT |" in printed and "collapse" in printed
     assert r"\toprule" in (out / "reasoning_gym_heldout_pass1.tex").read_text()
     csv = pd.read_csv(out / "reasoning_gym_heldout_pass1.csv", index_col="init")
-    assert list(csv.columns) == ["baseline", "r=8", "r=64", "r=256", "full FT"]
+    assert list(csv.columns) == ["baseline", "r=8", "r=64", "r=256", "full FT",
+                                 "r=8_delta", "r=8_delta_ci_low", "r=8_delta_ci_high",
+                                 "r=64_delta", "r=64_delta_ci_low", "r=64_delta_ci_high",
+                                 "r=256_delta", "r=256_delta_ci_low", "r=256_delta_ci_high",
+                                 "full FT_delta", "full FT_delta_ci_low", "full FT_delta_ci_high"]
     assert len(pd.read_csv(out / "runs.csv")) == 6
     for png in ("reward_curves.png", "completion_length_curves.png", "reasoning_gym_heldout_pass1_vs_rank.png",
                 "reasoning_gym_heldout_pass1_vs_cost.png"):
@@ -124,7 +130,7 @@ def test_the_wandb_source_gives_the_same_tables_as_the_run_folders(sweep):
     assert len(wandb_runs) == len(local_runs) == 6
     for local, remote in zip(all_tables(local_runs, 0.02), all_tables(wandb_runs, 0.02)):
         assert local.name == remote.name
-        pd.testing.assert_frame_equal(local.frame, remote.frame)
+        pd.testing.assert_frame_equal(local.frame.replace(r"\*\)", ")", regex=True), remote.frame)  # * needs per-sample records
     key = ["run", "step"]
     merged = local_curves.merge(wandb_curves.drop_duplicates(key, keep="last"), on=key, suffixes=("", "_wandb"))
     assert len(merged) == len(local_curves) and (merged["reward"] == merged["reward_wandb"]).all()

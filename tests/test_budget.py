@@ -1,4 +1,5 @@
-"""The budget callback: stops before the limit from measured step times, saves, says why."""
+"""The budget: a training clock that evaluations never touch, and a callback that stops from measured
+step and save times, saves, and says why."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ class Clock:
         return self.now
 
 
-def make(seconds=100.0, reserve=10.0, max_steps=None, max_tokens=None, spent=0.0, lookahead=1):
+def make(seconds=100.0, max_steps=None, max_tokens=None, spent=0.0, lookahead=1):
     clock = Clock()
-    budget = Budget("t", "cpu", seconds, reserve, max_steps, max_tokens, price_per_hour=2.0)
-    meter = BudgetMeter(budget, Hardware("cpu", "cpu", 4), spent_s=spent, clock=clock)
-    callback = BudgetCallback(meter, lookahead_steps=lookahead, clock=clock)
+    budget = Budget("t", "cpu", seconds, max_steps, max_tokens, price_per_hour=2.0)
+    meter = BudgetMeter(budget, Hardware("cpu", "cpu", 4), training_s=spent, clock=clock)
+    callback = BudgetCallback(meter, lookahead_steps=lookahead)
+    callback.on_train_begin(None, None, None)
     return clock, meter, callback
 
 
@@ -34,33 +36,47 @@ def step(clock, callback, seconds, global_step):
     return control
 
 
+def save(clock, callback, seconds):
+    clock.now += seconds
+    callback.on_save(None, None, None)
+
+
 def test_a_slow_first_step_is_the_prediction_only_until_others_are_timed():
-    clock, meter, callback = make(seconds=100, reserve=0)
-    callback.on_train_begin(None, None, None)
+    clock, meter, callback = make(seconds=100)
     step(clock, callback, 50.0, 1)
     assert callback.predicted_step_s() == 50.0
     step(clock, callback, 10.0, 2)
     assert callback.predicted_step_s() == 10.0
 
 
-def test_stops_when_the_next_step_would_cross_the_training_limit():
-    clock, meter, callback = make(seconds=100, reserve=10)
-    callback.on_train_begin(None, None, None)
+def test_stops_when_the_next_step_would_cross_the_budget():
+    clock, meter, callback = make(seconds=90)
     stopped_at = None
     for i in range(1, 20):
         control = step(clock, callback, 20.0, i)
         if control.should_training_stop:
             stopped_at = i
             break
-    # 20 s steps, 90 s for training: after step 4 (80 s) a fifth would end at 100 s > 90 s
+    # 20 s steps, 90 s of training: after step 4 (80 s) a fifth would end at 100 s > 90 s
     assert stopped_at == 4 and callback.stop_reason == WALL_CLOCK
     assert control.should_save  # the last state is checkpointed
-    assert meter.elapsed_s <= meter.budget.training_seconds
+    assert meter.training_s <= meter.budget.seconds
+
+
+def test_the_closing_save_is_part_of_the_prediction():
+    clock, meter, callback = make(seconds=100)
+    step(clock, callback, 10.0, 1)
+    step(clock, callback, 10.0, 2)
+    save(clock, callback, 15.0)  # a 15 s checkpoint save: a stop must leave room for one
+    assert callback.predicted_save_s() == 15.0
+    stops = [step(clock, callback, 10.0, i).should_training_stop for i in range(3, 8)]
+    # after step 6 (75 s) a step and a save fit exactly (100 s); after step 7 (85 s) they would not
+    assert stops == [False, False, False, False, True]
+    assert meter.training_s + callback.predicted_save_s() <= 100
 
 
 def test_slowest_step_of_the_last_generation_cycle_is_the_prediction():
-    clock, meter, callback = make(seconds=100, reserve=1, lookahead=3)  # a rollout every 3 steps
-    callback.on_train_begin(None, None, None)
+    clock, meter, callback = make(seconds=99, lookahead=3)  # a rollout every 3 steps
     step(clock, callback, 2.0, 1)  # warm-up step: not representative once others are timed
     step(clock, callback, 30.0, 2)  # generates
     assert not step(clock, callback, 5.0, 3).should_training_stop
@@ -68,15 +84,36 @@ def test_slowest_step_of_the_last_generation_cycle_is_the_prediction():
     assert step(clock, callback, 30.0, 5).should_training_stop  # 72 s used, 30 s predicted
 
 
-def test_time_spent_by_earlier_attempts_counts():
-    clock, meter, callback = make(seconds=100, reserve=0, spent=85.0)
-    callback.on_train_begin(None, None, None)
+def test_evaluations_pause_the_training_clock_and_are_timed_apart():
+    clock, meter, callback = make(seconds=100)
+    step(clock, callback, 10.0, 1)
+    with meter.evaluating("selection"):  # e.g. the selection benchmark at a checkpoint
+        clock.now += 500.0
+    save(clock, callback, 2.0)
+    assert meter.training_s == pytest.approx(12.0) and callback.save_seconds == [pytest.approx(2.0)]
+    assert not step(clock, callback, 10.0, 2).should_training_stop  # 500 s of evaluation cost no training time
+    with meter.evaluating("selection"):
+        clock.now += 300.0
+    usage = meter.usage()
+    assert usage["training_s"] == pytest.approx(22.0) and usage["selection_evaluation_s"] == pytest.approx(800.0)
+    assert usage["selection_evaluation_mean_s"] == pytest.approx(400.0) and usage["evaluation_s"] == pytest.approx(800.0)
+
+
+def test_the_clock_stands_outside_training():
+    clock, meter, callback = make(seconds=100)
+    step(clock, callback, 10.0, 1)
+    callback.on_train_end(None, SimpleNamespace(global_step=1, max_steps=-1), None)
+    clock.now += 1000.0  # saving the final adapter, the final evaluation, writing the summary
+    assert meter.training_s == pytest.approx(10.0)
+
+
+def test_training_spent_by_earlier_attempts_counts():
+    clock, meter, callback = make(seconds=100, spent=85.0)
     assert step(clock, callback, 10.0, 1).should_training_stop
 
 
 def test_generated_token_limit():
     clock, meter, callback = make(max_tokens=1000)
-    callback.on_train_begin(None, None, None)
     meter.add_generated_tokens(600)
     assert not step(clock, callback, 1.0, 1).should_training_stop
     meter.add_generated_tokens(600)
@@ -85,15 +122,18 @@ def test_generated_token_limit():
 
 def test_step_limit_is_reported():
     clock, meter, callback = make(max_steps=2)
-    callback.on_train_begin(None, None, None)
     step(clock, callback, 1.0, 1)
     step(clock, callback, 1.0, 2)
     assert callback.stop_reason == MAX_STEPS
 
 
-def test_usage_counts_device_hours_and_cost():
-    clock, meter, callback = make(seconds=7200, reserve=0)
-    clock.now += 1800  # half an hour on 4 cores
+def test_usage_counts_device_hours_and_cost_of_training_and_evaluation():
+    clock, meter, callback = make(seconds=7200)
+    clock.now += 1800  # half an hour of training on 4 cores
+    with meter.evaluating("final"):
+        clock.now += 900  # a quarter of an hour of evaluation
     usage = meter.usage()
-    assert usage["device_hours"] == pytest.approx(2.0) and usage["cost_usd"] == pytest.approx(4.0)
-    assert usage["used_fraction"] == pytest.approx(0.25)
+    assert usage["training_device_hours"] == pytest.approx(2.0) and usage["training_cost_usd"] == pytest.approx(4.0)
+    assert usage["evaluation_device_hours"] == pytest.approx(1.0) and usage["evaluation_cost_usd"] == pytest.approx(2.0)
+    assert usage["device_hours"] == pytest.approx(3.0) and usage["cost_usd"] == pytest.approx(6.0)
+    assert usage["training_fraction"] == pytest.approx(0.25)

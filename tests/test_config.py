@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 
-import rlvr_sweeps.resolvers  # noqa: F401
+from conftest import ROOT, compose_config as composed
 from rlvr_sweeps.budget import Budget
+from rlvr_sweeps.checks import check_config, check_context
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.hardware import Hardware
 from rlvr_sweeps.resolvers import run_id
+from rlvr_sweeps.sweep import estimate_evaluation_s, format_plan, plan_run
 from rlvr_sweeps.trainer import grpo_config, lora_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = ROOT / "conf"
 CPU = Hardware("cpu", "cpu", 2)
 GROUPS = ["model", "lora", "budget", "data", "reward", "trainer", "generation", "logger", "experiment"]
 
 
 def choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    OmegaConf.resolve(task)
-    return task
 
 
 @pytest.mark.parametrize("group,choice", [(g, c) for g in GROUPS for c in choices(g)])
@@ -79,7 +67,58 @@ def test_lora_alpha_absolute_wins_over_ratio():
 def test_study_experiment_sets_the_gpu_setting():
     cfg = composed("experiment=study")
     assert (cfg.model.id, cfg.budget.minutes, cfg.data.path, cfg.generation.use_vllm, cfg.name) == (
-        "Qwen/Qwen2.5-1.5B-Instruct", 1440, "knoveleng/open-rs", True, "study")
+        "Qwen/Qwen2.5-1.5B-Instruct", 1260, "knoveleng/open-rs", True, "study")
+    assert cfg.trainer.disable_dropout is True and cfg.lora.dropout == 0.0  # the policy ratio is 1 on policy
+    selection = cfg.eval.selection
+    assert (cfg.eval.select_on, selection.n, selection.max_problems) == ("math500", 4, 100)
+
+
+@pytest.mark.parametrize("model,limit", [("instruct", 32256), ("math", 3584), ("distill", 32768)])
+def test_the_study_evaluates_each_model_up_to_its_own_limit(model, limit):
+    cfg = composed("experiment=study", f"model={model}")
+    assert {name: b.max_new_tokens for name, b in cfg.eval.benchmarks.items()} == dict.fromkeys(
+        ["math500", "aime24", "aime25", "amc23"], limit)
+    assert cfg.trainer.max_completion_length == 3584  # training's limit is independent of it
+    check_context(cfg)  # everything fits its context
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (("budget.minutes=-5",), "budget.minutes=-5"),
+        (("budget.minutes=0",), "more than 0"),
+        (("model=math", "experiment=study", "eval.sampling.max_new_tokens=8192"), "does not fit the 4096-token context"),
+        (("model=math", "experiment=study", "trainer.max_completion_length=4096"), "leaves no room for a prompt"),
+        (("data.path=/no/such/file.jsonl",), "data=reasoning_gym generates its problems"),
+        (("data=open_rs", "data.path=/no/such/file.jsonl"), "does not exist"),
+        (("+reward.weights.lenght=1",), "Unknown reward function"),
+        (("lora.rank=0",), "lora=none"),
+        (("eval.sampling.n=2",), "Pass@4"),
+        (("eval.select_on=reasoning_gym_heldout", "eval.selection.k=[8]"), "eval.selection"),
+    ],
+    ids=["negative-budget", "zero-budget", "eval-beyond-context", "training-beyond-context", "path-for-generated-data",
+         "missing-local-data", "unknown-reward", "bad-rank", "n-below-k", "selection-k-above-n"],
+)
+def test_check_config_refuses_bad_settings_with_one_line(overrides, message):
+    cfg = composed(*overrides)
+    check = check_context if "experiment=study" in overrides else lambda c: check_config(c, CPU)  # no GPU here
+    with pytest.raises(UserError, match=message) as err:
+        check(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_the_plan_counts_training_and_estimated_evaluation_and_caps_the_job_time(tmp_path):
+    cfg = composed("experiment=study", "lora.rank=8")
+    plan = plan_run(cfg, tmp_path / "run", ["lora.rank=8"], max_time_min=1440)
+    assert plan.training_hours == 21.0 and 2.0 < plan.evaluation_hours < 3.5
+    assert plan.evaluation_hours == pytest.approx(estimate_evaluation_s(cfg) / 3600)
+    assert plan.job_minutes <= 1440 and plan.jobs == 1
+    longer = plan_run(composed("experiment=study", "budget.minutes=2000"), tmp_path / "run", [], max_time_min=1440)
+    assert (longer.job_minutes, longer.jobs) == (1440, 2)  # the requeue finishes the rest
+    text = format_plan([plan, longer])
+    assert "21.00" in text and "24:00" in text and "training only" in text
+    cheaper = estimate_evaluation_s(composed("experiment=study", "eval.selection.max_problems=10"))
+    assert cheaper < estimate_evaluation_s(cfg)  # the selection subset is what the estimate counts
 
 
 def test_unknown_trainer_field_names_the_closest_trl_field(tmp_path):

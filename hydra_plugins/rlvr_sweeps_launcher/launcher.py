@@ -2,9 +2,15 @@
 
 Subclasses of hydra-submitit-launcher's launchers. Before submitting they compose every job's
 config and print the plan: which runs are new, which resume, which are skipped (completed, or
-still alive in SLURM), and the device-hours and cost the budgets imply. `dry_run=true` stops
-there. With `wait: false` (the SLURM preset) the command returns once the jobs are queued,
-printing their job ids and run folders; the jobs record everything in their run folders.
+still alive in SLURM), the training and estimated evaluation hours, the time limit per job and
+the cost the budgets imply. `dry_run=true` stops there. With `wait: false` (the SLURM preset) the
+command returns once the jobs are queued, printing their job ids and run folders; the jobs record
+everything in their run folders.
+
+Job time limits: unless `timeout_min` is set, each job asks for start-up + training + the
+evaluation estimate, capped at `max_time_min` (most GPU partitions allow at most 24 h). A run that
+needs longer is requeued at its limit (USR2 `signal_delay_s` before it: save, requeue) and resumes
+where it saved, up to `max_num_timeout` times.
 """
 
 from __future__ import annotations
@@ -25,30 +31,35 @@ log = logging.getLogger(__name__)
 
 
 class _SweepLauncherMixin:
-    def __init__(self, wait: bool = True, **params: Any) -> None:
+    def __init__(self, wait: bool = True, max_time_min: int | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.wait = bool(wait)
+        self.max_time_min = int(max_time_min) if max_time_min else None
 
     def _plan(self, job_overrides: Sequence[Sequence[str]]):
         from rlvr_sweeps.sweep import plan_run
 
         plans, dry_run = [], False
+        cap = self.params.get("timeout_min") or self.max_time_min
         for overrides in job_overrides:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             HydraConfig.instance().set_config(config)  # resolves ${hydra:...} in the folder name
             run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-            plans.append(plan_run(config, run_dir, [o for o in filter_overrides(overrides) if not o.startswith("dry_run=")]))
+            plans.append(plan_run(config, run_dir, [o for o in filter_overrides(overrides) if not o.startswith("dry_run=")], cap))
             dry_run = dry_run or bool(config.dry_run)
         HydraConfig.instance().set_config(self.config)
         return plans, dry_run
 
-    def _executor(self):
+    def _executor(self, plans):
         import submitit
 
         init = {"folder": self.params["submitit_folder"], f"{self._EXECUTOR}_max_num_timeout": self.params.get("max_num_timeout", 0)}
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
         base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items()
+        params = dict(self.params)
+        if not params.get("timeout_min"):  # one limit for the job array: the longest job it holds
+            params["timeout_min"] = max(p.job_minutes for p in plans if p.action == "run")
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()
                                       if k not in {"submitit_folder", "max_num_timeout"}})
         return executor
 
@@ -65,7 +76,7 @@ class _SweepLauncherMixin:
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         job_params = [(list(job_overrides[i]), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}",
                        Singleton.get_state()) for i in todo]
-        jobs = self._executor().map_array(self, *zip(*job_params))
+        jobs = self._executor(plans).map_array(self, *zip(*job_params))
         for i, job in zip(todo, jobs):
             print(f"submitted {job.job_id}: {plans[i].overrides or '(defaults)'} -> {plans[i].run_dir}", flush=True)
         if not self.wait:

@@ -1,0 +1,104 @@
+"""check_config(cfg): every setting a user can get wrong, refused up front with one message naming the fix,
+before W&B starts, a model loads or any time is spent.
+
+Each check reuses the code that later builds the object (PEFT's LoraConfig, TRL's GRPOConfig, the
+benchmarks, the reward functions), so that a check and its use cannot disagree.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+
+from omegaconf import DictConfig
+
+from .data import check_local_path
+from .errors import UserError
+from .evaluation import benchmarks_from_config
+from .hardware import Hardware
+from .rewards import check_reward_names
+from .trainer import grpo_config, lora_config
+
+
+def check_config(cfg: DictConfig, hardware: Hardware) -> None:
+    check_gpu_settings(cfg, hardware)
+    check_budget(cfg.budget)
+    lora_config(cfg.lora)
+    check_reward_names(cfg.reward)
+    with tempfile.TemporaryDirectory() as scratch:
+        grpo_config(cfg, output_dir=scratch, hardware=hardware, run_name="check", reward_weights=list(cfg.reward.weights.values()))
+    check_context(cfg)
+    check_data(cfg.data)
+
+
+def check_budget(budget_cfg: DictConfig) -> None:
+    if budget_cfg.minutes is None or float(budget_cfg.minutes) <= 0:
+        raise UserError(f"budget.minutes={budget_cfg.minutes}: give the training time in minutes (more than 0).")
+    for key in ("max_steps", "max_generated_tokens"):
+        if budget_cfg.get(key) is not None and int(budget_cfg[key]) < 1:
+            raise UserError(f"budget.{key}={budget_cfg[key]}: give a positive limit, or null for none.")
+
+
+def check_context(cfg: DictConfig) -> None:
+    """Completions must fit the model's context: training's max_completion_length with room for a
+    prompt, and every benchmark's max_new_tokens."""
+    context = cfg.model.get("context_length")
+    benchmarks = benchmarks_from_config(cfg.eval)
+    if not context:
+        return
+    context, completion = int(context), int(cfg.trainer.max_completion_length)
+    if completion >= context:
+        raise UserError(f"trainer.max_completion_length={completion} leaves no room for a prompt in the {context}-token "
+                        f"context of model={cfg.model.name}; lower it below {context}.")
+    for benchmark in benchmarks:
+        if benchmark.max_new_tokens >= context:
+            raise UserError(f"eval.benchmarks.{benchmark.name}.max_new_tokens={benchmark.max_new_tokens} does not fit the "
+                            f"{context}-token context of model={cfg.model.name}; lower eval.sampling.max_new_tokens.")
+
+
+def check_data(data_cfg: DictConfig) -> None:
+    if data_cfg.source == "reasoning_gym" and data_cfg.get("path"):
+        raise UserError(f"data=reasoning_gym generates its problems and reads no data.path; for a local file use "
+                        f"data=open_rs data.path={data_cfg.path} (with data.question_column / data.answer_column).")
+    if data_cfg.source == "hub" and data_cfg.get("path"):
+        check_local_path(str(data_cfg.path))
+
+
+def check_gpu_settings(cfg: DictConfig, hardware: Hardware) -> None:
+    """Refuse, with the fix, settings that only run on a CUDA GPU when there is none."""
+    if not hardware.has_cuda:
+        _refuse_gpu_only_settings(cfg)
+    uses_vllm = cfg.generation.get("use_vllm") or cfg.eval.get("backend") == "vllm"
+    if uses_vllm and importlib.util.find_spec("vllm") is None:
+        raise UserError("vLLM is not installed: pip install -e '.[vllm]' on a GPU machine (make setup-vllm on CPU), "
+                        "or use generation=hf eval.backend=hf.")
+
+
+def _refuse_gpu_only_settings(cfg: DictConfig) -> None:
+    needs_gpu = []
+    if cfg.budget.device != "cpu":
+        needs_gpu.append(f"budget={cfg.budget.name} counts {cfg.budget.device} GPU-hours (use budget=smoke)")
+    if cfg.trainer.get("bf16"):
+        needs_gpu.append("trainer.bf16=true (use trainer.bf16=null)")
+    if cfg.trainer.get("fp16"):
+        needs_gpu.append("trainer.fp16=true (use trainer.fp16=false)")
+    if cfg.model.get("attn_implementation") == "flash_attention_2":
+        needs_gpu.append("model.attn_implementation=flash_attention_2 (use sdpa)")
+    if cfg.generation.get("use_vllm") and not _vllm_cpu_build():
+        needs_gpu.append("generation=vllm without a CPU build of vLLM (use generation=hf)")
+    if needs_gpu:
+        raise UserError(
+            "This machine has no CUDA GPU, but the config asks for one:\n  - "
+            + "\n  - ".join(needs_gpu)
+            + "\nRun on a GPU node (e.g. hydra/launcher=slurm_a40) or change the settings named above."
+        )
+
+
+def _vllm_cpu_build() -> bool:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("vllm-cpu")
+        return True
+    except PackageNotFoundError:
+        return False

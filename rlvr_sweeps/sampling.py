@@ -1,0 +1,49 @@
+"""What every evaluation backend shares: the Generator protocol, completions, seeds, the backend choice.
+
+Backends (transformers in `generators`, vLLM in `vllm_backend`) take prompts as token ids made by
+`data.tokenize_prompts`, the same call TRL makes for training rollouts, so that an engine's own
+tokenizer never adds a second BOS to a chat template that already writes one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .evaluation import Benchmark
+
+BACKENDS = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    """The decoded completion, special tokens removed."""
+    tokens: int
+    """Generated tokens, the end-of-sequence token included."""
+    truncated: bool
+    """Stopped by max_new_tokens rather than by the model (scored as wrong)."""
+
+
+class Generator(Protocol):
+    def generate(self, prompt_ids: list[list[int]], benchmark: Benchmark, seed: int) -> list[list[Completion]]:
+        """benchmark.n completions per prompt, sampled with the benchmark's settings, reproducible from seed."""
+        ...
+
+
+def sampling_seed(seed: int, index: int) -> int:
+    """The seed of the index-th prompt (or batch) of an evaluation seeded with `seed`."""
+    return int(seed) * 1_000_003 + index
+
+
+def resolve_backend(cfg) -> str:
+    """eval.backend, with `auto` = vLLM when training generates with vLLM, else transformers."""
+    backend = cfg.eval.backend
+    if backend == "auto":
+        backend = "vllm" if cfg.generation.get("use_vllm") else "hf"
+    if backend not in BACKENDS:
+        raise UserError(f"eval.backend={backend!r}: use auto, hf or vllm.")
+    return backend

@@ -1,0 +1,246 @@
+"""Per-problem significance: paired bootstrap intervals over problems, and their place in the analysis.
+
+Fast: synthetic per-sample records, no training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from analysis.__main__ import NO_INTERVALS_WANDB
+from analysis.__main__ import main as analysis_main
+from analysis.tables import all_tables
+from rlvr_sweeps.significance import Interval, paired_bootstrap, per_problem_accuracy, read_outcomes, run_delta
+
+
+def write_samples(path: Path, outcomes: dict[str, list[bool]]) -> None:
+    """Per-sample records shaped like the Evaluator's eval/<phase>/<benchmark>.jsonl."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"problem_id": problem, "sample": i, "answer": "1", "extracted": None,
+                                        "correct": ok, "length": 10, "truncated": False}) + "\n"
+                            for problem, samples in outcomes.items() for i, ok in enumerate(samples)))
+
+
+def pattern(*counts: int, n: int = 4) -> dict[str, list[bool]]:
+    """Problems p00, p01, ... with counts[i] correct samples out of n."""
+    return {f"p{i:02d}": [s < c for s in range(n)] for i, c in enumerate(counts)}
+
+
+# the hand-computed pair: per-problem accuracy a = 0, .25, .5, 1 and b = .25, .75, .5, .75
+HAND_A = pattern(0, 1, 2, 4)
+HAND_B = pattern(1, 3, 2, 3)
+HAND_DELTA = (0.25 + 0.5 + 0.0 - 0.25) / 4  # 0.125
+
+
+def test_read_outcomes_groups_samples_by_problem_in_sample_order(tmp_path):
+    path = tmp_path / "b.jsonl"
+    lines = [{"problem_id": "q", "sample": 1, "correct": False}, {"problem_id": "q", "sample": 0, "correct": True},
+             {"problem_id": 7, "sample": 0, "correct": True}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + "\n")
+    assert read_outcomes(path) == {"q": [True, False], "7": [True]}
+
+
+def test_interval_equals_a_direct_resampling_of_problems(tmp_path):
+    write_samples(tmp_path / "a.jsonl", HAND_A)
+    write_samples(tmp_path / "b.jsonl", HAND_B)
+    a = per_problem_accuracy([read_outcomes(tmp_path / "a.jsonl")])
+    b = per_problem_accuracy([read_outcomes(tmp_path / "b.jsonl")])
+    assert a == {"p00": 0.0, "p01": 0.25, "p02": 0.5, "p03": 1.0} and b["p01"] == 0.75
+    got = paired_bootstrap(a, b, resamples=500, seed=7)
+    # the same resampling written out: draw 4 problems with replacement, the same ones for a and b
+    problems = sorted(a)
+    drawn = np.random.default_rng(7).integers(0, len(problems), size=(500, len(problems)))
+    means = [np.mean([b[problems[i]] for i in row]) - np.mean([a[problems[i]] for i in row]) for row in drawn]
+    low, high = np.percentile(means, [2.5, 97.5])
+    assert got.delta == pytest.approx(HAND_DELTA) and got.problems == 4
+    assert (got.low, got.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    assert got == paired_bootstrap(a, b, resamples=500, seed=7)  # deterministic for a fixed seed
+    assert paired_bootstrap(a, b, resamples=500, seed=8) != got
+
+
+def test_level_sets_the_percentiles():
+    a = {f"p{i}": 0.0 for i in range(10)}
+    b = {f"p{i}": i / 10 for i in range(10)}
+    wide, narrow = paired_bootstrap(a, b, level=0.95), paired_bootstrap(a, b, level=0.5)
+    assert wide.low < narrow.low < narrow.high < wide.high
+    with pytest.raises(ValueError):
+        paired_bootstrap(a, b, level=1.0)
+
+
+def test_identical_arms_and_noise_give_intervals_that_include_zero():
+    a = per_problem_accuracy([pattern(*[i % 5 for i in range(30)])])
+    same = paired_bootstrap(a, dict(a))
+    assert same == Interval(0.0, 0.0, 0.0, 30) and not same.excludes_zero
+    # a few problems move, up and down (accuracies stay in [0, 1]): +0.25 over 30 problems in all
+    noisy = dict(a, p00=a["p00"] + 0.5, p07=a["p07"] + 0.25, p14=a["p14"] - 0.5, p13=a["p13"] - 0.25, p20=0.25)
+    assert all(0 <= acc <= 1 for acc in noisy.values())
+    interval = paired_bootstrap(a, noisy)
+    assert interval.delta == pytest.approx(0.25 / 30)
+    assert interval.low < 0 < interval.high and not interval.excludes_zero
+
+
+def test_a_consistent_gain_excludes_zero_because_the_problems_are_paired():
+    """Problems alternate between hard and easy and b gains 10 points on every one: unpaired, the
+    spread of the problems would swamp the gain; paired, the interval sits at +10."""
+    a = {f"p{i:02d}": 0.0 if i % 2 else 0.8 for i in range(30)}
+    b = {p: acc + 0.1 for p, acc in a.items()}
+    interval = paired_bootstrap(a, b)
+    assert interval.excludes_zero and interval.low == pytest.approx(0.1) and interval.high == pytest.approx(0.1)
+    worse = paired_bootstrap(b, a)
+    assert worse.excludes_zero and worse.delta == pytest.approx(-0.1)
+
+
+def test_one_problem_and_no_common_problem():
+    assert paired_bootstrap({"p": 0.25}, {"p": 0.75, "q": 1.0}) == Interval(0.5, 0.5, 0.5, 1)
+    with pytest.raises(ValueError, match="no problem in common"):
+        paired_bootstrap({"p": 0.25}, {"q": 0.75})
+
+
+def test_seeds_are_averaged_per_problem_over_the_problems_every_seed_has():
+    seed0 = {"p1": [True, False], "p2": [False, False], "only0": [True]}
+    seed1 = {"p1": [True, True, True, True], "p2": [True, False, False, False]}
+    # p1: (1/2 + 4/4) / 2, not the pooled 5/6; a problem missing from one seed is left out
+    assert per_problem_accuracy([seed0, seed1]) == {"p1": 0.75, "p2": 0.125}
+    assert per_problem_accuracy([]) == {}
+
+
+def test_run_delta_compares_final_with_baseline_and_needs_both_files(tmp_path):
+    write_samples(tmp_path / "eval" / "baseline" / "b.jsonl", HAND_A)
+    assert run_delta(tmp_path, "b") is None
+    write_samples(tmp_path / "eval" / "final" / "b.jsonl", HAND_B)
+    interval = run_delta(tmp_path, "b", resamples=500, seed=7)
+    assert interval == paired_bootstrap(per_problem_accuracy([HAND_A]), per_problem_accuracy([HAND_B]), 500, 7)
+    assert interval.delta == pytest.approx(HAND_DELTA)
+    assert "+12.5 points" in interval.describe() and "includes 0" in interval.describe()
+
+
+# --- the analysis: two run folders shaped like real ones ---------------------------------------
+
+BASELINE = pattern(*[1] * 30)  # every problem 1 of 4: Pass@1 25%
+FINALS = {
+    8: pattern(*[2, 0] * 5, *[1] * 20),  # +1 and -1 sample on 5 problems each: +0 points, noise
+    64: pattern(*[2, 4] * 15),  # +1 or +3 samples on every problem: +50 points
+}
+
+
+def pass1(outcomes: dict[str, list[bool]]) -> float:
+    return float(np.mean([ok for samples in outcomes.values() for ok in samples]))
+
+
+def write_run(run_dir: Path, rank: int, final: dict[str, list[bool]], seed: int = 0) -> None:
+    base, end = pass1(BASELINE), pass1(final)
+    summary = {"status": "completed", "global_step": 2, "lora": {"rank": rank, "alpha": 2 * rank},
+               "metrics": {"eval/b/pass@1": end, "baseline/b/pass@1": base, "delta/b/pass@1": end - base}}
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "tiny"}, "lora": {"rank": rank},
+                                                         "trainer": {"seed": seed, "learning_rate": 1e-5}}))
+    write_samples(run_dir / "eval" / "baseline" / "b.jsonl", BASELINE)
+    write_samples(run_dir / "eval" / "final" / "b.jsonl", final)
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    for rank, final in FINALS.items():
+        write_run(tmp_path / "sweep" / f"rank{rank}", rank, final)
+    return tmp_path / "sweep"
+
+
+def test_analysis_writes_the_significance_table_and_interval_columns(sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert analysis_main([str(sweep), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| init | benchmark | comparison | delta | 95% interval | problems | excludes 0 |" in printed
+    assert "A change marked * has a paired bootstrap 95% interval" in printed and NO_INTERVALS_WANDB not in printed
+
+    rows = pd.read_csv(out / "significance.csv", index_col="init")
+    assert list(rows.columns) == ["benchmark", "comparison", "delta", "ci_low", "ci_high", "problems", "excludes_zero"]
+    assert list(rows.index) == ["tiny"] * 3 and set(rows["benchmark"]) == {"b"}
+    rows = rows.set_index("comparison")
+    assert list(rows.index) == ["r=8 vs baseline", "r=64 vs baseline", "r=64 vs r=8"]
+    assert list(rows["delta"]) == pytest.approx([0.0, 50.0, 50.0])
+    assert list(rows["problems"]) == [30, 30, 30]
+    assert list(rows["excludes_zero"]) == [False, True, True]
+    assert rows.loc["r=8 vs baseline", "ci_low"] < 0 < rows.loc["r=8 vs baseline", "ci_high"]
+    assert 25 < rows.loc["r=64 vs baseline", "ci_low"] < 50 < rows.loc["r=64 vs baseline", "ci_high"] < 75
+    assert r"\toprule" in (out / "significance.tex").read_text()
+
+    table = pd.read_csv(out / "b_pass1.csv", index_col="init")
+    assert list(table.columns) == ["baseline", "r=8", "r=64", "r=8_delta", "r=8_delta_ci_low", "r=8_delta_ci_high",
+                                   "r=64_delta", "r=64_delta_ci_low", "r=64_delta_ci_high"]
+    assert table.loc["tiny", "r=64"] == "75.0 (+50.0*)" and table.loc["tiny", "r=8"] == "25.0 (+0.0)"
+    for rank in (8, 64):
+        compared = rows.loc[f"r={rank} vs baseline"]
+        assert table.loc["tiny", f"r={rank}_delta"] == pytest.approx(compared["delta"])
+        assert table.loc["tiny", f"r={rank}_delta_ci_low"] == pytest.approx(compared["ci_low"])
+        assert table.loc["tiny", f"r={rank}_delta_ci_high"] == pytest.approx(compared["ci_high"])
+    assert "path" in pd.read_csv(out / "runs.csv").columns
+
+
+def test_a_cell_with_a_seed_lacking_per_sample_records_gets_no_interval(sweep):
+    """A second r=64 seed without its final records: an interval from the other seed alone would not
+    be the cell the table shows (the mean of both seeds), so r=64 gets none."""
+    from analysis.sources import load_local
+
+    write_run(sweep / "rank64-seed1", 64, BASELINE, seed=1)
+    (sweep / "rank64-seed1" / "eval" / "final" / "b.jsonl").unlink()
+    runs, _ = load_local([str(sweep)])
+    tables = {table.name: table for table in all_tables(runs, 0.02)}
+    significance = tables["significance"].csv.set_index("comparison")
+    assert list(significance.index) == ["r=8 vs baseline"]
+    pass1_csv = tables["b/pass@1"].csv
+    assert math.isnan(pass1_csv.loc["tiny", "r=64_delta_ci_low"])
+    assert math.isnan(pass1_csv.loc["tiny", "r=64_delta_ci_high"])
+    assert pass1_csv.loc["tiny", "r=64_delta"] == pytest.approx(25.0)  # the summaries' mean still counts: (50 + 0) / 2
+
+
+def test_a_sweep_over_learning_rates_compares_within_each_setting(tmp_path):
+    from analysis.sources import load_local
+
+    for lr, final in ((1e-5, FINALS[8]), (1e-4, FINALS[64])):
+        run_dir = tmp_path / f"lr{lr}"
+        write_run(run_dir, 8, final)
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config["trainer"]["learning_rate"] = lr
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    runs, _ = load_local([str(tmp_path)])
+    rows = next(table for table in all_tables(runs, 0.02) if table.name == "significance").csv
+    assert list(rows.columns[:3]) == ["setting", "benchmark", "comparison"]
+    assert list(rows["setting"]) == ["learning_rate=1e-05", "learning_rate=0.0001"]
+    assert list(rows["comparison"]) == ["r=8 vs baseline"] * 2
+    assert list(rows["delta"]) == pytest.approx([0.0, 50.0])
+
+
+class WandbRun:
+    """The parts of a wandb public-API run that analysis.sources.load_wandb reads."""
+
+    def __init__(self, rank: int, final: dict[str, list[bool]]):
+        self.name, self.config = f"rank{rank}", {"model": {"name": "tiny"}, "trainer": {"seed": 0}}
+        self.summary = {"status": "completed", "lora/rank": rank, "eval/b/pass@1": pass1(final),
+                        "baseline/b/pass@1": pass1(BASELINE)}
+
+    def scan_history(self, keys):
+        return []
+
+
+class WandbApi:
+    def runs(self, path, filters=None):
+        return [WandbRun(rank, final) for rank, final in FINALS.items()]
+
+
+def test_the_wandb_source_says_the_intervals_need_the_run_folders(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert analysis_main(["--wandb", "me/rlvr-sweeps", "--out", str(out)], api=WandbApi()) == 0
+    assert NO_INTERVALS_WANDB in capsys.readouterr().out
+    assert not (out / "significance.csv").exists()
+    table = pd.read_csv(out / "b_pass1.csv", index_col="init")
+    assert table.loc["tiny", "r=64"] == "75.0 (+50.0)"  # no records: no mark
+    assert table.loc["tiny", "r=64_delta"] == pytest.approx(50.0)
+    assert math.isnan(table.loc["tiny", "r=64_delta_ci_low"]) and math.isnan(table.loc["tiny", "r=64_delta_ci_high"])

@@ -1,0 +1,124 @@
+"""TRL's vLLM weight sync, driven for real (TRL's VLLMGeneration.sync_weights) with a stub engine that
+records what it receives: in bf16 the frozen base stays bit-exact over many syncs, and the engine
+gets W + scale * B @ A rounded once. Runs on CUDA when there is one (scripts/gpu_check.sh)."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from rlvr_sweeps.lora_merge import lora_layers
+from rlvr_sweeps.models import model_folder
+from rlvr_sweeps.vllm_backend import exact_weight_sync
+
+DEVICE = os.environ.get("RLVR_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+SYNCS = 50
+
+
+class StubEngine:
+    """What TRL's colocated sync talks to: llm.llm_engine.model_executor.driver_worker.model_runner.model."""
+
+    def __init__(self):
+        self.received: list[dict[str, torch.Tensor]] = []  # one dict per completed sync
+        self._loading: dict[str, torch.Tensor] = {}
+        runner = SimpleNamespace(model=SimpleNamespace(load_weights=self._load_weights))
+        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=SimpleNamespace(model_runner=runner)))
+
+    def _load_weights(self, weights):
+        for name, tensor in weights:
+            self._loading[name] = tensor.detach().clone()
+
+    def reset_prefix_cache(self):  # the sync's last call
+        self.received.append(self._loading)
+        self._loading = {}
+
+
+def colocated_sync(model, engine: StubEngine):
+    """TRL's own VLLMGeneration, with the engine replaced by the stub (nothing else is faked)."""
+    from trl.distributed import DistributedBackend
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    generation = object.__new__(VLLMGeneration)
+    accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None, fsdp_plugin=None), is_main_process=True)
+    generation.__dict__.update(model=model, mode="colocate", enable_sleep_mode=False, llm=engine, accelerator=accelerator,
+                               _dist=DistributedBackend(accelerator))
+    return generation
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(model_cache):
+    return model_folder(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"), model_cache)
+
+
+def bf16_lora_model(folder, rank: int = 16):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).to(DEVICE)
+    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM"))
+    return model
+
+
+def perturb_adapter(model, seed: int) -> None:
+    """What an optimizer step does to the adapter between two syncs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.add_((torch.randn(param.shape, generator=generator) * 0.05).to(param))
+
+
+def vllm_name(peft_name: str) -> str:
+    return peft_name.removeprefix("base_model.model.").replace(".base_layer", "")
+
+
+def expected_weights(model) -> dict[str, torch.Tensor]:
+    """W + scale * B @ A for every adapted layer, rounded once to W's dtype (what an exact merge gives)."""
+    expected = {}
+    for layer in lora_layers(model):
+        weight = layer.get_base_layer().weight.data
+        expected[id(layer.get_base_layer().weight)] = weight + layer.get_delta_weight("default").to(weight.dtype)
+    return {vllm_name(name): expected.get(id(p), p.data) for name, p in model.named_parameters() if "lora_" not in name}
+
+
+def base_tensors(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if "lora_" not in name}
+
+
+def drive_syncs(model, exact: bool):
+    engine = StubEngine()
+    generation = colocated_sync(model, engine)
+    if exact:
+        exact_weight_sync(generation)
+    original = base_tensors(model)
+    mismatched_syncs = 0
+    for i in range(SYNCS):
+        perturb_adapter(model, seed=i)
+        expected = expected_weights(model) if exact else None
+        generation.sync_weights()
+        if exact:
+            received = engine.received[-1]
+            assert received.keys() == expected.keys()
+            mismatched_syncs += any(not torch.equal(received[k], expected[k]) for k in expected)
+    return original, base_tensors(model), mismatched_syncs
+
+
+def test_exact_sync_keeps_the_frozen_base_bit_exact_and_hands_over_w_plus_delta(tiny_folder):
+    model = bf16_lora_model(tiny_folder)
+    original, after, mismatched_syncs = drive_syncs(model, exact=True)
+    assert mismatched_syncs == 0  # every sync handed the engine W + scale * B @ A, rounded once
+    assert all(torch.equal(original[name], after[name]) for name in original)
+    assert not any(layer.merged for layer in lora_layers(model))
+
+
+def test_trls_own_sync_drifts_in_bf16(tiny_folder):
+    """Why the exact sync exists: TRL's merge_adapter / unmerge_adapter round the live base weights."""
+    model = bf16_lora_model(tiny_folder)
+    original, after, _ = drive_syncs(model, exact=False)
+    drifted = [name for name in original if not torch.equal(original[name], after[name])]
+    assert drifted and all("base_layer" in name for name in drifted)
