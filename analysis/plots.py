@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .tables import rank_order  # noqa: E402
 
@@ -68,10 +68,17 @@ def pass_vs_rank(runs: pd.DataFrame, benchmark: str, metric: str, path: Path) ->
         xs = [positions[r] for r in ranks if r in means.index]
         line = ax.plot(xs, [means[r] * 100 for r in ranks if r in means.index], marker="o", label=f"{init} (trained)")
         if base_key in group and group[base_key].notna().any():
-            ax.axhline(group[base_key].mean() * 100, linestyle="--", color=line[0].get_color(), alpha=0.7,
-                       label=f"{init} (untrained baseline)")
+            ax.axhline(
+                group[base_key].mean() * 100,
+                linestyle="--",
+                color=line[0].get_color(),
+                alpha=0.7,
+                label=f"{init} (untrained baseline)",
+            )
     ax.set_xticks(range(len(ranks)), [_rank_label(r) for r in ranks], rotation=15)
-    _label_single_panel(ax, "adapter", f"{metric} on {benchmark} (%)", f"{metric} on {benchmark} after training, by LoRA rank", 8)
+    _label_single_panel(
+        ax, "adapter", f"{metric} on {benchmark} (%)", f"{metric} on {benchmark} after training, by LoRA rank", 8
+    )
     return _save(fig, path)
 
 
@@ -85,19 +92,40 @@ def accuracy_vs_cost(runs: pd.DataFrame, benchmark: str, metric: str, path: Path
     for init, group in ok.groupby("init", sort=True):
         color = None
         for rank, cell in group.groupby("rank"):
-            points = ax.scatter(cell["cost_usd"], cell[key] * 100, marker=markers[rank], color=color,
-                                label=f"{init}, {_rank_label(rank)}")
+            points = ax.scatter(
+                cell["cost_usd"],
+                cell[key] * 100,
+                marker=markers[rank],
+                color=color,
+                label=f"{init}, {_rank_label(rank)}",
+            )
             color = points.get_facecolor()[0]
-    _label_single_panel(ax, "compute cost of the run (USD, at the budget's price per device-hour)",
-                        f"{metric} on {benchmark} (%)", f"Accuracy against cost ({benchmark})", 7)
+    _label_single_panel(
+        ax,
+        "compute cost of the run (USD, at the budget's price per device-hour)",
+        f"{metric} on {benchmark} (%)",
+        f"Accuracy against cost ({benchmark})",
+        7,
+    )
     return _save(fig, path)
 
 
 def all_plots(runs: pd.DataFrame, curves: pd.DataFrame, benchmarks: list[tuple[str, str]], out: Path) -> list[Path]:
     made = [
-        training_curves(curves, "reward", "mean reward of a step's completions", "Reward during training", out / "reward_curves.png"),
-        training_curves(curves, "completion_length", "mean completion length (tokens)", "Completion length during training",
-                        out / "completion_length_curves.png"),
+        training_curves(
+            curves,
+            "reward",
+            "mean reward of a step's completions",
+            "Reward during training",
+            out / "reward_curves.png",
+        ),
+        training_curves(
+            curves,
+            "completion_length",
+            "mean completion length (tokens)",
+            "Completion length during training",
+            out / "completion_length_curves.png",
+        ),
     ]
     for benchmark, metric in benchmarks:
         if metric == "pass@1":

@@ -9,12 +9,23 @@ from pathlib import Path
 import pandas as pd
 
 
-def publish(tables, runs: pd.DataFrame, plots: list[Path], *, project: str, entity: str | None, group: str | None, out: Path) -> str:
+def publish(
+    tables, runs: pd.DataFrame, plots: list[Path], *, project: str, entity: str | None, group: str | None, out: Path
+) -> str:
     import wandb
 
     mode = os.environ.get("WANDB_MODE", "online")
-    run = wandb.init(project=project, entity=entity, group=group, job_type="analysis", name=f"analysis-{group or 'sweep'}",
-                     config={"kind": "analysis"}, dir=str(out), mode=mode, settings=wandb.Settings(silent=True))
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        group=group,
+        job_type="analysis",
+        name=f"analysis-{group or 'sweep'}",
+        config={"kind": "analysis"},
+        dir=str(out),
+        mode=mode,
+        settings=wandb.Settings(silent=True),
+    )
     for table in tables:
         frame = table.frame.reset_index(names="init")
         frame.columns = [str(c) for c in frame.columns]

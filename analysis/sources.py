@@ -68,13 +68,22 @@ def load_local(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         metrics = run_dir / "metrics.jsonl"
         for line in metrics.read_text().splitlines() if metrics.exists() else []:
             record = json.loads(line)
-            curves.append({"run": row["run"], "init": row["init"], "rank": row["rank"], "seed": row["seed"], "step": record["step"],
-                           **{name: record.get(key) for key, name in CURVE_KEYS.items()}})
+            curves.append(
+                {
+                    "run": row["run"],
+                    "init": row["init"],
+                    "rank": row["rank"],
+                    "seed": row["seed"],
+                    "step": record["step"],
+                    **{name: record.get(key) for key, name in CURVE_KEYS.items()},
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
-def load_wandb(path: str, group: str | None = None, tags: list[str] | None = None, state: str | None = None,
-               api=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_wandb(
+    path: str, group: str | None = None, tags: list[str] | None = None, state: str | None = None, api=None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs of an entity/project through wandb's public API (`api` defaults to wandb.Api())."""
     filters = {}
     if group:
@@ -88,13 +97,19 @@ def load_wandb(path: str, group: str | None = None, tags: list[str] | None = Non
         if api is None:
             import wandb
 
+            from rlvr_sweeps.tracking import wandb_base_url, wandb_server_answers
+
+            if not wandb_server_answers(10.0):  # instead of a minute of retries
+                raise ConnectionError(f"no answer from {wandb_base_url()}")
             api = wandb.Api(timeout=60)
         found = list(api.runs(path, filters=filters or None))
     except Exception as err:  # noqa: BLE001 - wandb raises CommError, ValueError, HTTP errors...
         from rlvr_sweeps.errors import UserError
 
-        raise UserError(f"Could not read the runs of {path} from W&B ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-                        f"Check WANDB_API_KEY and the network, or analyze the local run folders: python -m analysis runs/<sweep>") from err
+        raise UserError(
+            f"Could not read the runs of {path} from W&B ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+            f"Check WANDB_API_KEY and the network, or analyze the local run folders: python -m analysis runs/<sweep>"
+        ) from err
     for run in found:
         if run.config.get("kind") == "analysis":
             continue
@@ -102,7 +117,14 @@ def load_wandb(path: str, group: str | None = None, tags: list[str] | None = Non
         rows.append(row)
         keys = ["train/global_step", *(f"train/{k}" for k in CURVE_KEYS)]
         for record in run.scan_history(keys=keys):
-            curves.append({"run": row["run"], "init": row["init"], "rank": row["rank"], "seed": row["seed"],
-                           "step": record.get("train/global_step"),
-                           **{name: record.get(f"train/{key}") for key, name in CURVE_KEYS.items()}})
+            curves.append(
+                {
+                    "run": row["run"],
+                    "init": row["init"],
+                    "rank": row["rank"],
+                    "seed": row["seed"],
+                    "step": record.get("train/global_step"),
+                    **{name: record.get(f"train/{key}") for key, name in CURVE_KEYS.items()},
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(curves)

@@ -56,16 +56,38 @@ class Table:
 
     def latex(self) -> str:
         cols = "l" + "r" * len(self.frame.columns)
-        lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
-                 "init & " + " & ".join(_latex(str(c)) for c in self.frame.columns) + r" \\", r"\midrule"]
-        lines += [f"{_latex(str(idx))} & " + " & ".join(_latex(str(v)) for v in row) + r" \\" for idx, row in self.frame.iterrows()]
-        lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex(self.title)}. {_latex(' '.join(self.notes))}}}",
-                  rf"\label{{tab:{self.name.replace('/', '-').replace('@', 'at')}}}", r"\end{table}"]
+        lines = [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\begin{{tabular}}{{{cols}}}",
+            r"\toprule",
+            "init & " + " & ".join(_latex(str(c)) for c in self.frame.columns) + r" \\",
+            r"\midrule",
+        ]
+        lines += [
+            f"{_latex(str(idx))} & " + " & ".join(_latex(str(v)) for v in row) + r" \\"
+            for idx, row in self.frame.iterrows()
+        ]
+        lines += [
+            r"\bottomrule",
+            r"\end{tabular}",
+            rf"\caption{{{_latex(self.title)}. {_latex(' '.join(self.notes))}}}",
+            rf"\label{{tab:{self.name.replace('/', '-').replace('@', 'at')}}}",
+            r"\end{table}",
+        ]
         return "\n".join(lines) + "\n"
 
 
 def _latex(text: str) -> str:
-    for char, escaped in (("%", r"\%"), ("&", r"\&"), ("_", r"\_"), ("#", r"\#"), ("†", r"$^\dagger$"), ("—", "--"), ("±", r"$\pm$")):
+    for char, escaped in (
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("†", r"$^\dagger$"),
+        ("—", "--"),
+        ("±", r"$\pm$"),
+    ):
         text = text.replace(char, escaped)
     return text
 
@@ -95,12 +117,15 @@ def settings_groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     varying = [c for c in SPLIT_BY if c in runs and runs[c].nunique(dropna=False) > 1]
     if not varying:
         return [("", runs)]
-    return [(", ".join(f"{c}={v}" for c, v in zip(varying, key if isinstance(key, tuple) else (key,))), group)
-            for key, group in runs.groupby(varying, dropna=False, sort=True)]
+    return [
+        (", ".join(f"{c}={v}" for c, v in zip(varying, key if isinstance(key, tuple) else (key,))), group)
+        for key, group in runs.groupby(varying, dropna=False, sort=True)
+    ]
 
 
-def _cell(values: list[float], scale: float, digits: int, baseline: float | None = None, signed: bool = False,
-          mark: str = "") -> str:
+def _cell(
+    values: list[float], scale: float, digits: int, baseline: float | None = None, signed: bool = False, mark: str = ""
+) -> str:
     mean = float(np.mean(values))
     text = f"{mean * scale:+.{digits}f}" if signed else f"{mean * scale:.{digits}f}"
     if len(values) > 1:
@@ -135,8 +160,14 @@ def comparisons(runs: pd.DataFrame, benchmark: str) -> dict[tuple, Interval]:
         ok = group[group["status"] == "completed"]
         base = problem_accuracy(ok.dropna(subset=[base_key]), "baseline", benchmark) if base_key in ok else {}
         ranks = rank_order(group["rank"].unique())
-        arms = {rank: problem_accuracy(ok[ok["rank"] == rank].dropna(subset=[final_key]), "final", benchmark)
-                for rank in ranks} if final_key in ok else {}
+        arms = (
+            {
+                rank: problem_accuracy(ok[ok["rank"] == rank].dropna(subset=[final_key]), "final", benchmark)
+                for rank in ranks
+            }
+            if final_key in ok
+            else {}
+        )
         pairs = [(rank, "baseline") for rank in ranks]
         pairs += [(high, low) for i, high in enumerate(ranks) for low in ranks[:i]]
         sides = {"baseline": base, **arms}
@@ -146,8 +177,13 @@ def comparisons(runs: pd.DataFrame, benchmark: str) -> dict[tuple, Interval]:
     return found
 
 
-def metric_table(runs: pd.DataFrame, benchmark: str, metric: str, collapse_margin: float,
-                 intervals: dict[tuple, Interval] | None = None) -> Table:
+def metric_table(
+    runs: pd.DataFrame,
+    benchmark: str,
+    metric: str,
+    collapse_margin: float,
+    intervals: dict[tuple, Interval] | None = None,
+) -> Table:
     """Final `metric` on `benchmark` per init (rows) and rank (columns), with the change against
     the baseline in parentheses; cells below the baseline by more than the margin are flagged.
     For Pass@1, a change whose per-problem interval (`intervals`, from comparisons() when not
@@ -158,7 +194,11 @@ def metric_table(runs: pd.DataFrame, benchmark: str, metric: str, collapse_margi
     ranks = rank_order(runs["rank"].unique())
     frame, values, gaps, collapsed = {}, {}, [], []
     for init, group in runs.groupby("init", sort=True):
-        base = group.loc[group["status"] == "completed", base_key].dropna() if base_key in group else pd.Series(dtype=float)
+        base = (
+            group.loc[group["status"] == "completed", base_key].dropna()
+            if base_key in group
+            else pd.Series(dtype=float)
+        )
         baseline = float(base.mean()) if len(base) else math.nan
         frame[init] = {"baseline": GAP if math.isnan(baseline) else f"{baseline * 100:.1f}"}
         values[init] = {"baseline": baseline}
@@ -167,7 +207,13 @@ def metric_table(runs: pd.DataFrame, benchmark: str, metric: str, collapse_margi
             ok = cell[cell["status"] == "completed"]
             finals = ok[final_key].dropna().tolist() if final_key in ok else []
             if not finals:
-                reason = "failed" if len(cell) and (cell["status"] != "completed").all() else "no runs" if not len(cell) else "missing"
+                reason = (
+                    "failed"
+                    if len(cell) and (cell["status"] != "completed").all()
+                    else "no runs"
+                    if not len(cell)
+                    else "missing"
+                )
                 frame[init][rank] = f"{GAP} ({reason})"
                 values[init][rank] = math.nan
                 gaps.append(f"{init} r={rank}: {reason}")
@@ -181,12 +227,17 @@ def metric_table(runs: pd.DataFrame, benchmark: str, metric: str, collapse_margi
             values[init][rank] = float(np.mean(finals))
     columns = ["baseline", *ranks]
     labels = ["baseline", *map(column_label, ranks)]
-    notes = [f"Values in %, mean over seeds [bootstrap 95% interval when several], (change against the untrained "
-             f"baseline). † collapse: the final {metric} is below the baseline by more than {collapse_margin * 100:.1f} points."]
+    notes = [
+        f"Values in %, mean over seeds [bootstrap 95% interval when several], (change against the untrained "
+        f"baseline). † collapse: the final {metric} is below the baseline by more than "
+        f"{collapse_margin * 100:.1f} points."
+    ]
     if metric == "pass@1" and intervals:
-        notes.append(f"A change marked {SIGNIFICANT} has a paired bootstrap 95% interval over the problems "
-                     f"(per-problem accuracy, seeds averaged per problem) that excludes 0; all intervals are in "
-                     f"significance.csv.")
+        notes.append(
+            f"A change marked {SIGNIFICANT} has a paired bootstrap 95% interval over the problems "
+            f"(per-problem accuracy, seeds averaged per problem) that excludes 0; all intervals are in "
+            f"significance.csv."
+        )
     if collapsed:
         notes.append("Collapsed: " + ", ".join(collapsed) + ".")
     if gaps:
@@ -195,8 +246,9 @@ def metric_table(runs: pd.DataFrame, benchmark: str, metric: str, collapse_margi
     shown.columns = labels
     numbers = pd.DataFrame(values).T.reindex(columns=columns)
     csv = shown.join(delta_columns(numbers, ranks, intervals)) if metric == "pass@1" else None
-    return Table(f"{benchmark}/{metric}", f"{benchmark} {metric} by initialization and LoRA rank",
-                 shown, numbers, notes, csv)
+    return Table(
+        f"{benchmark}/{metric}", f"{benchmark} {metric} by initialization and LoRA rank", shown, numbers, notes, csv
+    )
 
 
 def delta_columns(values: pd.DataFrame, ranks: list, intervals: dict[tuple, Interval]) -> pd.DataFrame:
@@ -223,29 +275,50 @@ def significance_table(compared: list[tuple[str, str, dict[tuple, Interval]]]) -
     for setting, benchmark, intervals in compared:
         for (init, high, low), interval in intervals.items():
             index.append(init)
-            rows.append({**({"setting": setting} if with_setting else {}), "benchmark": benchmark,
-                         "comparison": comparison_label(high, low), "delta": interval.delta * 100,
-                         "ci_low": interval.low * 100, "ci_high": interval.high * 100, "problems": interval.problems,
-                         "excludes_zero": interval.excludes_zero})
+            rows.append(
+                {
+                    **({"setting": setting} if with_setting else {}),
+                    "benchmark": benchmark,
+                    "comparison": comparison_label(high, low),
+                    "delta": interval.delta * 100,
+                    "ci_low": interval.low * 100,
+                    "ci_high": interval.high * 100,
+                    "problems": interval.problems,
+                    "excludes_zero": interval.excludes_zero,
+                }
+            )
     if not rows:
         return None
     numbers = pd.DataFrame(rows, index=index)
     shown = pd.DataFrame([_significance_cells(row) for row in rows], index=index)
-    notes = ["Pass@1 differences in points: 'r=256 vs r=8' is r=256 minus r=8, 'r=8 vs baseline' the change of "
-             "r=8 over its untrained init. Each side is the per-problem accuracy (samples averaged, then seeds); the "
-             "difference is averaged over the problems both sides share, and its 95% interval is a percentile "
-             "bootstrap over those problems (10000 resamples, the same problems for both sides). With one seed per "
-             "arm the interval covers the choice of problems and samples, not the training seed; over many "
-             "comparisons some exclude 0 by chance."]
-    return Table("significance", "Pass@1 differences with paired bootstrap 95% intervals over problems",
-                 shown, numbers, notes, numbers)
+    notes = [
+        "Pass@1 differences in points: 'r=256 vs r=8' is r=256 minus r=8, 'r=8 vs baseline' the change of "
+        "r=8 over its untrained init. Each side is the per-problem accuracy (samples averaged, then seeds); the "
+        "difference is averaged over the problems both sides share, and its 95% interval is a percentile "
+        "bootstrap over those problems (10000 resamples, the same problems for both sides). With one seed per "
+        "arm the interval covers the choice of problems and samples, not the training seed; over many "
+        "comparisons some exclude 0 by chance."
+    ]
+    return Table(
+        "significance",
+        "Pass@1 differences with paired bootstrap 95% intervals over problems",
+        shown,
+        numbers,
+        notes,
+        numbers,
+    )
 
 
 def _significance_cells(row: dict) -> dict:
     """A significance.csv row as the printed table shows it."""
     cells = {key: row[key] for key in ("setting", "benchmark", "comparison") if key in row}
-    return {**cells, "delta": f"{row['delta']:+.1f}", "95% interval": f"[{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
-            "problems": row["problems"], "excludes 0": "yes" if row["excludes_zero"] else "no"}
+    return {
+        **cells,
+        "delta": f"{row['delta']:+.1f}",
+        "95% interval": f"[{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]",
+        "problems": row["problems"],
+        "excludes 0": "yes" if row["excludes_zero"] else "no",
+    }
 
 
 def length_table(runs: pd.DataFrame) -> Table:
@@ -259,19 +332,31 @@ def length_table(runs: pd.DataFrame) -> Table:
             change = (ok["length_end"] - ok["length_start"]).dropna().tolist() if len(ok) else []
             frame[init][rank] = _cell(change, 1, 0, signed=True) if change else GAP
             values[init][rank] = float(np.mean(change)) if change else math.nan
-    notes = ["Change in mean completion length (tokens) between the first and the last logged training step; "
-             "a rise means the model elongated its chain of thought."]
+    notes = [
+        "Change in mean completion length (tokens) between the first and the last logged training step; "
+        "a rise means the model elongated its chain of thought."
+    ]
     shown = pd.DataFrame(frame).T.reindex(columns=ranks)
     shown.columns = [column_label(r) for r in ranks]
-    return Table("completion_length", "Completion length change over training", shown,
-                 pd.DataFrame(values).T.reindex(columns=ranks), notes)
+    return Table(
+        "completion_length",
+        "Completion length change over training",
+        shown,
+        pd.DataFrame(values).T.reindex(columns=ranks),
+        notes,
+    )
 
 
 def benchmarks_and_metrics(runs: pd.DataFrame) -> list[tuple[str, str]]:
     found = []
     for column in runs.columns:
         parts = column.split("/")
-        if len(parts) == 3 and parts[0] == "eval" and parts[2].startswith("pass@") and (parts[1], parts[2]) not in found:
+        if (
+            len(parts) == 3
+            and parts[0] == "eval"
+            and parts[2].startswith("pass@")
+            and (parts[1], parts[2]) not in found
+        ):
             found.append((parts[1], parts[2]))
     return sorted(found, key=lambda bm: (bm[0], int(bm[1].split("@")[1])))
 
@@ -298,6 +383,23 @@ def all_tables(runs: pd.DataFrame, collapse_margin: float) -> list[Table]:
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run, one row: the CSV users filter themselves."""
-    first = ["run", "init", "rank", "alpha", "learning_rate", "budget", "seed", "status", "stop_reason", "global_step",
-             "gpu_hours", "cost_usd", "reward_start", "reward_end", "length_start", "length_end", "path"]
+    first = [
+        "run",
+        "init",
+        "rank",
+        "alpha",
+        "learning_rate",
+        "budget",
+        "seed",
+        "status",
+        "stop_reason",
+        "global_step",
+        "gpu_hours",
+        "cost_usd",
+        "reward_start",
+        "reward_end",
+        "length_start",
+        "length_end",
+        "path",
+    ]
     return runs[[c for c in first if c in runs] + sorted(c for c in runs if c not in first)]

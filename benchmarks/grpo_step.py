@@ -46,7 +46,9 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=4, help="completions per prompt")
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--completion-tokens", type=int, default=128)
-    parser.add_argument("--micro-batch", type=int, default=None, help="completions per forward/backward (default: all)")
+    parser.add_argument(
+        "--micro-batch", type=int, default=None, help="completions per forward/backward (default: all)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one row, print JSON
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. model.attn_implementation=eager")
@@ -73,17 +75,26 @@ def main() -> None:
 
 def table(rows: list[dict]) -> str:
     first = rows[0]
-    head = (f"{first['model']} ({first['parameters'] / 1e6:.1f} M parameters, {first['dtype']}) on {first['device']}; "
-            f"{first['completions']} completions of {first['completion_tokens']} tokens per step after "
-            f"{first['prompt_tokens']}-token prompts; {first['weight_gb']:.2f} GB of weights; memory floor = weights / "
-            f"copy bandwidth, measured in each row's process")
-    lines = [head, "",
-             "| rank | rollouts | trainable | s/step | generation s | training s | first step s | tokens/s | ms/decode step | floor ms (GB/s) | x floor | peak memory GB |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = (
+        f"{first['model']} ({first['parameters'] / 1e6:.1f} M parameters, {first['dtype']}) on {first['device']}; "
+        f"{first['completions']} completions of {first['completion_tokens']} tokens per step after "
+        f"{first['prompt_tokens']}-token prompts; {first['weight_gb']:.2f} GB of weights; memory floor = weights / "
+        f"copy bandwidth, measured in each row's process"
+    )
+    lines = [
+        head,
+        "",
+        "| rank | rollouts | trainable | s/step | generation s | training s | first step s | tokens/s "
+        "| ms/decode step | floor ms (GB/s) | x floor | peak memory GB |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['rank']} | {r['rollouts']} | {r['trainable'] / 1e6:.1f} M | {r['step_s']:.2f} | {r['generation_s']:.2f} | "
-                     f"{r['training_s']:.2f} | {r['first_step_s']:.2f} | {r['tokens_per_s']:.0f} | {r['decode_ms']:.1f} | "
-                     f"{r['floor_ms']:.1f} ({r['bandwidth_gbs']:.0f}) | {r['decode_ms'] / r['floor_ms']:.1f} | {r['peak_gb']:.2f} |")
+        lines.append(
+            f"| {r['rank']} | {r['rollouts']} | {r['trainable'] / 1e6:.1f} M | {r['step_s']:.2f} "
+            f"| {r['generation_s']:.2f} | {r['training_s']:.2f} | {r['first_step_s']:.2f} | {r['tokens_per_s']:.0f} "
+            f"| {r['decode_ms']:.1f} | {r['floor_ms']:.1f} ({r['bandwidth_gbs']:.0f}) "
+            f"| {r['decode_ms'] / r['floor_ms']:.1f} | {r['peak_gb']:.2f} |"
+        )
     by_rank = {(r["rank"], r["rollouts"]): r["step_s"] for r in rows}
     generation = {(r["rank"], r["rollouts"]): r["generation_s"] for r in rows}
     notes = []
@@ -91,11 +102,14 @@ def table(rows: list[dict]) -> str:
         ranks = sorted(rank for rank, path in by_rank if path == rollouts)
         if len(ranks) > 1:
             low, high = (ranks[0], rollouts), (ranks[-1], rollouts)
-            notes.append(f"{rollouts}: rank {ranks[-1]} / rank {ranks[0]}: step time {by_rank[high] / by_rank[low]:.2f}x, "
-                         f"generation {generation[high] / generation[low]:.2f}x")
+            notes.append(
+                f"{rollouts}: rank {ranks[-1]} / rank {ranks[0]}: step time {by_rank[high] / by_rank[low]:.2f}x, "
+                f"generation {generation[high] / generation[low]:.2f}x"
+            )
     for rank in dict.fromkeys(r["rank"] for r in rows):
         if (rank, "merged") in by_rank and (rank, "unmerged") in by_rank:
-            notes.append(f"rank {rank}: un-merged / merged step time = {by_rank[(rank, 'unmerged')] / by_rank[(rank, 'merged')]:.2f}x")
+            ratio = by_rank[(rank, "unmerged")] / by_rank[(rank, "merged")]
+            notes.append(f"rank {rank}: un-merged / merged step time = {ratio:.2f}x")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes])
 
 
@@ -117,20 +131,34 @@ def measure(args, rank: int, rollouts: str) -> dict:
     vllm = rollouts == "vllm"
     if vllm:  # TRL's colocated engine in this process (needed for the weight sync on vLLM's CPU backend)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    overrides = [f"model={args.model}", f"lora.rank={rank}", f"lora.merge_for_rollouts={rollouts == 'merged'}",
-                 f"trainer={'grpo' if cuda else 'grpo_cpu'}", f"generation={'vllm' if vllm else 'hf'}", "logger=none",
-                 f"trainer.num_generations={args.generations}", f"trainer.per_device_train_batch_size={micro}",
-                 f"trainer.gradient_accumulation_steps={completions // micro}",
-                 f"trainer.max_completion_length={args.completion_tokens}", "trainer.save_strategy=no",
-                 "trainer.logging_steps=1", f"budget.max_steps={args.steps}",
-                 # random weights rarely stop, trained ones do: force full-length completions everywhere
-                 f"+trainer.generation_kwargs={{{'min_tokens' if vllm else 'min_new_tokens'}:{args.completion_tokens}}}",
-                 *args.overrides]
+    overrides = [
+        f"model={args.model}",
+        f"lora.rank={rank}",
+        f"lora.merge_for_rollouts={rollouts == 'merged'}",
+        f"trainer={'grpo' if cuda else 'grpo_cpu'}",
+        f"generation={'vllm' if vllm else 'hf'}",
+        "logger=none",
+        f"trainer.num_generations={args.generations}",
+        f"trainer.per_device_train_batch_size={micro}",
+        f"trainer.gradient_accumulation_steps={completions // micro}",
+        f"trainer.max_completion_length={args.completion_tokens}",
+        "trainer.save_strategy=no",
+        "trainer.logging_steps=1",
+        f"budget.max_steps={args.steps}",
+        # random weights rarely stop, trained ones do: force full-length completions everywhere
+        f"+trainer.generation_kwargs={{{'min_tokens' if vllm else 'min_new_tokens'}:{args.completion_tokens}}}",
+        *args.overrides,
+    ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     loaded = load_model(cfg.model, cfg.paths.cache, hardware)
-    config = grpo_config(cfg, output_dir=str(Path(os.environ.get("TMPDIR", "/tmp")) / "rlvr-bench"), hardware=hardware,
-                         run_name="benchmark", reward_weights=[1.0])
+    config = grpo_config(
+        cfg,
+        output_dir=str(Path(os.environ.get("TMPDIR", "/tmp")) / "rlvr-bench"),
+        hardware=hardware,
+        run_name="benchmark",
+        reward_weights=[1.0],
+    )
 
     class TimedTrainer(RLVRTrainer):
         generation = []  # (seconds, decode steps, tokens) per generate call
@@ -153,16 +181,23 @@ def measure(args, rank: int, rollouts: str) -> dict:
 
         def on_step_end(self, *a, **kw):
             sync(cuda)
-            self.steps.append((time.perf_counter() - self.started, TimedTrainer.generation[self.generated_before:]))
+            self.steps.append((time.perf_counter() - self.started, TimedTrainer.generation[self.generated_before :]))
 
     def length_reward(completions, **kwargs):  # costs nothing and differs between completions
         return [float(len(str(c))) / 100 for c in completions]
 
     prompt = fixed_length_prompt(loaded.tokenizer, args.prompt_tokens)
     dataset = Dataset.from_list([{"prompt": prompt}] * (args.prompts * (args.steps + 1)))
-    trainer = TimedTrainer(model=loaded.model, reward_funcs=[length_reward], args=config, train_dataset=dataset,
-                           processing_class=loaded.tokenizer, peft_config=lora_config(cfg.lora), callbacks=[StepTimer()],
-                           merge_lora_for_rollouts=bool(cfg.lora.merge_for_rollouts))
+    trainer = TimedTrainer(
+        model=loaded.model,
+        reward_funcs=[length_reward],
+        args=config,
+        train_dataset=dataset,
+        processing_class=loaded.tokenizer,
+        peft_config=lora_config(cfg.lora),
+        callbacks=[StepTimer()],
+        merge_lora_for_rollouts=bool(cfg.lora.merge_for_rollouts),
+    )
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -177,15 +212,27 @@ def measure(args, rank: int, rollouts: str) -> dict:
     floor_ms = weight_bytes / bandwidth * 1e3
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "model": args.model, "device": hardware.name, "dtype": str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
-        "parameters": loaded.parameters, "rank": rank, "rollouts": rollouts,
+        "model": args.model,
+        "device": hardware.name,
+        "dtype": str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
+        "parameters": loaded.parameters,
+        "rank": rank,
+        "rollouts": rollouts,
         "trainable": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-        "completions": completions, "completion_tokens": args.completion_tokens,
+        "completions": completions,
+        "completion_tokens": args.completion_tokens,
         "prompt_tokens": len(loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]),
-        "steps": len(steps), "first_step_s": steps[0][0], "step_s": mean([s for s, _ in later]),
-        "generation_s": mean(generation_s), "training_s": mean([s for s, _ in later]) - mean(generation_s),
-        "tokens_per_s": tokens / sum(generation_s), "decode_ms": sum(generation_s) / decode_steps * 1e3,
-        "bandwidth_gbs": bandwidth / 1e9, "weight_gb": weight_bytes / 1e9, "floor_ms": floor_ms, "peak_gb": peak / 1e9,
+        "steps": len(steps),
+        "first_step_s": steps[0][0],
+        "step_s": mean([s for s, _ in later]),
+        "generation_s": mean(generation_s),
+        "training_s": mean([s for s, _ in later]) - mean(generation_s),
+        "tokens_per_s": tokens / sum(generation_s),
+        "decode_ms": sum(generation_s) / decode_steps * 1e3,
+        "bandwidth_gbs": bandwidth / 1e9,
+        "weight_gb": weight_bytes / 1e9,
+        "floor_ms": floor_ms,
+        "peak_gb": peak / 1e9,
     }
 
 

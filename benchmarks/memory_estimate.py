@@ -25,7 +25,15 @@ def estimate(cfg, shape, gpu_gb: float, prompt_tokens: int) -> list[tuple[str, f
     hidden, inter, layers = shape.hidden_size, shape.intermediate_size, shape.num_hidden_layers
     heads, kv_heads, vocab = shape.num_attention_heads, shape.num_key_value_heads, shape.vocab_size
     head_dim, kv_dim = hidden // heads, hidden // heads * kv_heads
-    linear = [(hidden, hidden), (hidden, kv_dim), (hidden, kv_dim), (hidden, hidden), (hidden, inter), (hidden, inter), (inter, hidden)]
+    linear = [
+        (hidden, hidden),
+        (hidden, kv_dim),
+        (hidden, kv_dim),
+        (hidden, hidden),
+        (hidden, inter),
+        (hidden, inter),
+        (inter, hidden),
+    ]
     linear_params = layers * sum(i * o for i, o in linear)
     params = linear_params + vocab * hidden  # tied embeddings; norms are negligible
     rank = cfg.lora.rank
@@ -35,25 +43,47 @@ def estimate(cfg, shape, gpu_gb: float, prompt_tokens: int) -> list[tuple[str, f
     rollouts = micro * trainer.gradient_accumulation_steps  # TRL generates a whole generation batch at once
     terms = [("weights (bf16)", params * 2)]
     if rank:
-        terms.append((f"LoRA r={rank}: {adapter / 1e6:.0f} M float32 parameters + gradients + AdamW moments", adapter * 16))
+        terms.append(
+            (f"LoRA r={rank}: {adapter / 1e6:.0f} M float32 parameters + gradients + AdamW moments", adapter * 16)
+        )
     else:
         terms.append(("full fine-tuning: float32 gradients + AdamW moments + master weights", params * 16))
     if cfg.generation.use_vllm:
-        terms.append((f"vLLM colocate: vllm_gpu_memory_utilization={cfg.generation.vllm_gpu_memory_utilization} of {gpu_gb:.0f} GB",
-                      cfg.generation.vllm_gpu_memory_utilization * gpu_gb * GB))
+        terms.append(
+            (
+                f"vLLM colocate: vllm_gpu_memory_utilization={cfg.generation.vllm_gpu_memory_utilization} "
+                f"of {gpu_gb:.0f} GB",
+                cfg.generation.vllm_gpu_memory_utilization * gpu_gb * GB,
+            )
+        )
     else:
         kv = rollouts * tokens * layers * 2 * kv_heads * head_dim * 2
         merged = linear_params * 2 if rank and cfg.lora.merge_for_rollouts else 0
-        terms.append((f"rollouts (transformers): KV cache of {rollouts} x {tokens} tokens + merged-weight copy; freed before training",
-                      kv + merged))
+        terms.append(
+            (
+                f"rollouts (transformers): KV cache of {rollouts} x {tokens} tokens + merged-weight copy; "
+                "freed before training",
+                kv + merged,
+            )
+        )
     checkpoints = micro * tokens * hidden * 2 * layers  # one bf16 hidden state per layer
     live_layer = 2 * micro * tokens * (3 * inter + 6 * hidden) * 2  # a recomputed layer, its gradients, dropout copies
     head_tiles = 4 * 4096 * 32768 * 4  # fused log-prob head: a few float32 tiles
-    terms.append((f"training micro-batch of {micro} x {tokens} tokens: checkpointed activations + one live layer + "
-                  "fused LM-head tiles", checkpoints + live_layer + head_tiles))
+    terms.append(
+        (
+            f"training micro-batch of {micro} x {tokens} tokens: checkpointed activations + one live layer + "
+            "fused LM-head tiles",
+            checkpoints + live_layer + head_tiles,
+        )
+    )
     if not cfg.generation.use_vllm:  # rollouts and training do not hold their memory at the same time
         rollout = terms[2][1]
-        terms.append(("peak = weights + optimizer + max(rollouts, training)", terms[0][1] + terms[1][1] + max(rollout, terms[3][1])))
+        terms.append(
+            (
+                "peak = weights + optimizer + max(rollouts, training)",
+                terms[0][1] + terms[1][1] + max(rollout, terms[3][1]),
+            )
+        )
     else:
         terms.append(("peak = sum of the above", sum(value for _, value in terms)))
     return terms
@@ -68,7 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu-gb", type=float, default=48.0, help="memory of the GPU (an A40 has 48 GB)")
     parser.add_argument("--prompt-tokens", type=int, default=256)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of launch.py; lora.rank=8,64,256 gives one table per rank")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides of launch.py; lora.rank=8,64,256 gives one table per rank"
+    )
     args = parser.parse_args()
     gpu_gb, prompt_tokens = args.gpu_gb, args.prompt_tokens
     ranks = [a for a in args.overrides if a.startswith("lora.rank=")]
@@ -81,7 +113,9 @@ def main() -> None:
             cfg = compose("config", overrides=["experiment=study", f"lora.rank={rank}", *rest])
         terms = estimate(cfg, shape, gpu_gb, prompt_tokens)
         peak = terms[-1][1] / GB
-        print(f"| lora.rank={rank} ({'vLLM' if cfg.generation.use_vllm else 'transformers'} rollouts) | GB |\n|---|---:|")
+        print(
+            f"| lora.rank={rank} ({'vLLM' if cfg.generation.use_vllm else 'transformers'} rollouts) | GB |\n|---|---:|"
+        )
         for label, value in terms:
             print(f"| {label} | {value / GB:.1f} |")
         print(f"\n{'fits' if peak <= gpu_gb else 'DOES NOT FIT'}: {peak:.1f} of {gpu_gb:.0f} GB\n")

@@ -18,13 +18,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["model=tiny", "eval=[]", "hydra/launcher=slurm_a40", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=3"]
+SMALL = [
+    "model=tiny",
+    "eval=[]",
+    "hydra/launcher=slurm_a40",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=3",
+]
 
 
 def launch(runs: Path, *args: str) -> tuple[float, str]:
     env = {**os.environ, "RLVR_SWEEPS_RUNS": str(runs), "WANDB_SILENT": "true"}
     started = time.monotonic()
-    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", *SMALL, *args], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "launch.py"), "-m", *SMALL, *args], env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         sys.exit(done.stdout + done.stderr)
     return time.monotonic() - started, done.stdout
@@ -72,7 +80,8 @@ def main() -> None:
     print(f"{'step at requeue / step resumed from':56} {first['global_step']} / {resumed}")
     print(f"{'steps redone after the requeue':56} {max(0, first['global_step'] - resumed)}")
     print(f"{'seconds from scontrol requeue to the next logged step':56} {resume_s:.1f}")
-    print(f"{'final step / metric steps unique and complete':56} {final['global_step']} / {steps == list(range(1, final['global_step'] + 1))}")
+    complete = steps == list(range(1, final["global_step"] + 1))
+    print(f"{'final step / metric steps unique and complete':56} {final['global_step']} / {complete}")
     print(f"{'budget seconds counted (both attempts)':56} {final['budget']['used_s']:.1f}")
 
 

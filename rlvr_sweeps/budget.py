@@ -11,6 +11,7 @@ be capped too.
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from .hardware import Hardware
+
+log = logging.getLogger(__name__)
 
 WALL_CLOCK, MAX_STEPS, MAX_TOKENS, EPOCHS_DONE = "wall_clock", "max_steps", "max_generated_tokens", "epochs_done"
 EVALUATION_PHASES = ("baseline", "selection", "final")
@@ -59,8 +62,15 @@ class BudgetMeter:
     evaluation seconds beside them. The training clock runs only between `start_training` and
     `stop_training`, and pauses while `evaluating`."""
 
-    def __init__(self, budget: Budget, hardware: Hardware, training_s: float = 0.0, generated_tokens: int = 0,
-                 evaluation_s: dict | None = None, clock=time.monotonic):
+    def __init__(
+        self,
+        budget: Budget,
+        hardware: Hardware,
+        training_s: float = 0.0,
+        generated_tokens: int = 0,
+        evaluation_s: dict | None = None,
+        clock=time.monotonic,
+    ):
         self.budget = budget
         self.hardware = hardware
         self.generated_tokens = int(generated_tokens)
@@ -116,7 +126,10 @@ class BudgetMeter:
     def usage(self) -> dict:
         """The budget section of summary.json: the limit, training and evaluation time, device-hours and cost."""
         training_s, evaluation_s = self.training_s, sum(self.evaluation_s.values())
-        hours = {"training": training_s / 3600.0 * self.hardware.count, "evaluation": evaluation_s / 3600.0 * self.hardware.count}
+        hours = {
+            "training": training_s / 3600.0 * self.hardware.count,
+            "evaluation": evaluation_s / 3600.0 * self.hardware.count,
+        }
         price = self.budget.price_per_hour
         selections = self.evaluations["selection"]
         return {
@@ -129,7 +142,9 @@ class BudgetMeter:
             "training_fraction": round(training_s / self.budget.seconds, 4),
             "evaluation_s": round(evaluation_s, 3),  # not counted
             **{f"{phase}_evaluation_s": round(seconds, 3) for phase, seconds in self.evaluation_s.items()},
-            "selection_evaluation_mean_s": round(self.evaluation_s["selection"] / selections, 3) if selections else None,
+            "selection_evaluation_mean_s": round(self.evaluation_s["selection"] / selections, 3)
+            if selections
+            else None,
             # GPU-hours on a GPU; core-hours on a CPU (count = cores this process may use)
             "training_device_hours": round(hours["training"], 6),
             "evaluation_device_hours": round(hours["evaluation"], 6),
@@ -206,23 +221,38 @@ class BudgetCallback(TrainerCallback):
             "first_step_s": round(steps[0], 3) if steps else None,
             "mean_step_s": round(sum(later) / len(later), 3) if later else (round(steps[0], 3) if steps else None),
             "max_step_s": round(max(steps), 3) if steps else None,
-            "mean_checkpoint_save_s": round(sum(self.save_seconds) / len(self.save_seconds), 3) if self.save_seconds else None,
+            "mean_checkpoint_save_s": round(sum(self.save_seconds) / len(self.save_seconds), 3)
+            if self.save_seconds
+            else None,
         }
 
 
 class BudgetProgressBar(TrainerCallback):
-    """One progress bar for the share of the budget spent, with the latest reward and length."""
+    """The share of the budget spent, with the latest reward and length: a progress bar on a terminal,
+    and a log line every 10% where there is none (a SLURM job's log would fill with bar redraws)."""
 
-    SHOWN = {"reward": "reward", "rewards/accuracy_reward/mean": "acc", "completions/mean_length": "len", "loss": "loss"}
+    SHOWN = {
+        "reward": "reward",
+        "rewards/accuracy_reward/mean": "acc",
+        "completions/mean_length": "len",
+        "loss": "loss",
+    }
 
-    def __init__(self, meter: BudgetMeter, disable: bool = False):
+    def __init__(self, meter: BudgetMeter, disable: bool | None = None):
         self.meter = meter
-        self.disable = disable
+        self.disable = disable  # None: a bar only on a terminal
         self.bar = None
+        self.shown: dict = {}
+        self._logged_tenths = -1
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = tqdm(total=100, desc=f"budget {self.meter.budget.name}", unit="%", disable=self.disable,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}] {postfix}")
+        self.bar = tqdm(
+            total=100,
+            desc=f"budget {self.meter.budget.name}",
+            unit="%",
+            disable=self.disable,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}] {postfix}",
+        )
         self._update(state)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -230,8 +260,9 @@ class BudgetProgressBar(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.bar is not None and logs:
-            shown = {short: f"{logs[key]:.3g}" for key, short in self.SHOWN.items() if isinstance(logs.get(key), (int, float))}
-            self.bar.set_postfix({"step": state.global_step, **shown}, refresh=True)
+            numbers = {name: logs[key] for key, name in self.SHOWN.items() if isinstance(logs.get(key), (int, float))}
+            self.shown = {"step": state.global_step, **{name: f"{value:.3g}" for name, value in numbers.items()}}
+            self.bar.set_postfix(self.shown, refresh=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -239,6 +270,16 @@ class BudgetProgressBar(TrainerCallback):
             self.bar.close()
 
     def _update(self, state) -> None:
-        if self.bar is not None:
-            self.bar.n = min(100.0, round(100 * self.meter.fraction_used(state.global_step), 1))
-            self.bar.refresh()
+        if self.bar is None:
+            return
+        percent = min(100.0, round(100 * self.meter.fraction_used(state.global_step), 1))
+        self.bar.n = percent
+        self.bar.refresh()
+        if self.bar.disable and int(percent // 10) > self._logged_tenths:
+            self._logged_tenths = int(percent // 10)
+            log.info(
+                "budget %s: %.0f%% spent, %s",
+                self.meter.budget.name,
+                percent,
+                ", ".join(f"{k}={v}" for k, v in self.shown.items()) or f"step={state.global_step}",
+            )

@@ -26,7 +26,13 @@ def check_config(cfg: DictConfig, hardware: Hardware) -> None:
     lora_config(cfg.lora)
     check_reward_names(cfg.reward)
     with tempfile.TemporaryDirectory() as scratch:
-        grpo_config(cfg, output_dir=scratch, hardware=hardware, run_name="check", reward_weights=list(cfg.reward.weights.values()))
+        grpo_config(
+            cfg,
+            output_dir=scratch,
+            hardware=hardware,
+            run_name="check",
+            reward_weights=list(cfg.reward.weights.values()),
+        )
     check_context(cfg)
     check_data(cfg.data)
 
@@ -48,18 +54,24 @@ def check_context(cfg: DictConfig) -> None:
         return
     context, completion = int(context), int(cfg.trainer.max_completion_length)
     if completion >= context:
-        raise UserError(f"trainer.max_completion_length={completion} leaves no room for a prompt in the {context}-token "
-                        f"context of model={cfg.model.name}; lower it below {context}.")
+        raise UserError(
+            f"trainer.max_completion_length={completion} leaves no room for a prompt in the {context}-token "
+            f"context of model={cfg.model.name}; lower it below {context}."
+        )
     for benchmark in benchmarks:
         if benchmark.max_new_tokens >= context:
-            raise UserError(f"eval.benchmarks.{benchmark.name}.max_new_tokens={benchmark.max_new_tokens} does not fit the "
-                            f"{context}-token context of model={cfg.model.name}; lower eval.sampling.max_new_tokens.")
+            raise UserError(
+                f"eval.benchmarks.{benchmark.name}.max_new_tokens={benchmark.max_new_tokens} does not fit the "
+                f"{context}-token context of model={cfg.model.name}; lower eval.sampling.max_new_tokens."
+            )
 
 
 def check_data(data_cfg: DictConfig) -> None:
     if data_cfg.source == "reasoning_gym" and data_cfg.get("path"):
-        raise UserError(f"data=reasoning_gym generates its problems and reads no data.path; for a local file use "
-                        f"data=open_rs data.path={data_cfg.path} (with data.question_column / data.answer_column).")
+        raise UserError(
+            f"data=reasoning_gym generates its problems and reads no data.path; for a local file use "
+            f"data=open_rs data.path={data_cfg.path} (with data.question_column / data.answer_column)."
+        )
     if data_cfg.source == "hub" and data_cfg.get("path"):
         check_local_path(str(data_cfg.path))
 
@@ -70,8 +82,10 @@ def check_gpu_settings(cfg: DictConfig, hardware: Hardware) -> None:
         _refuse_gpu_only_settings(cfg)
     uses_vllm = cfg.generation.get("use_vllm") or cfg.eval.get("backend") == "vllm"
     if uses_vllm and importlib.util.find_spec("vllm") is None:
-        raise UserError("vLLM is not installed: pip install -e '.[vllm]' on a GPU machine (make setup-vllm on CPU), "
-                        "or use generation=hf eval.backend=hf.")
+        raise UserError(
+            "vLLM is not installed: pip install -e '.[vllm]' on a GPU machine (make setup-vllm on CPU), "
+            "or use generation=hf eval.backend=hf."
+        )
 
 
 def _refuse_gpu_only_settings(cfg: DictConfig) -> None:

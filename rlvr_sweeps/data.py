@@ -31,8 +31,10 @@ def check_local_path(source: str) -> None:
     slash, or a data file's suffix) must exist."""
     local = source.startswith(("/", ".", "~")) or source.count("/") > 1 or Path(source).suffix in LOCAL_SUFFIXES
     if local and not Path(source).expanduser().exists():
-        raise UserError(f"data.path={source} does not exist: give an existing .jsonl/.json/.parquet/.csv file or "
-                        "dataset folder, or a Hub id such as knoveleng/open-rs.")
+        raise UserError(
+            f"data.path={source} does not exist: give an existing .jsonl/.json/.parquet/.csv file or "
+            "dataset folder, or a Hub id such as knoveleng/open-rs."
+        )
 
 
 def load_problems(data_cfg: DictConfig) -> list[dict]:
@@ -57,7 +59,8 @@ def reasoning_gym_problems(generators: DictConfig, size: int, seed: int) -> list
             raise UserError(
                 f"reasoning-gym has no generator {name!r}"
                 + (f"; did you mean {', '.join(close)}?" if close else ".")
-                + " Arithmetic ones: basic_arithmetic, chain_sum, gsm_symbolic, fraction_simplification, gcd, lcm, products."
+                + " Arithmetic ones: basic_arithmetic, chain_sum, gsm_symbolic, fraction_simplification, gcd, lcm, "
+                "products."
             )
         options = {k: v for k, v in spec.items() if k != "weight"}
         count = max(1, round(size * float(spec.get("weight", 1.0)) / total_weight))
@@ -91,9 +94,17 @@ def _hub_problems(data_cfg: DictConfig) -> list[dict]:
                 unmatched += 1
                 continue
             answer = match.group(1)
-        problems.append({"question": str(row[data_cfg.question_column]), "answer": answer.strip(), "problem_id": f"{data_cfg.name}/{i}"})
+        problems.append(
+            {
+                "question": str(row[data_cfg.question_column]),
+                "answer": answer.strip(),
+                "problem_id": f"{data_cfg.name}/{i}",
+            }
+        )
     if unmatched:
-        log.warning("%d rows of %s had no answer matching data.answer_regex and were left out", unmatched, data_cfg.path)
+        log.warning(
+            "%d rows of %s had no answer matching data.answer_regex and were left out", unmatched, data_cfg.path
+        )
     if not problems:
         raise UserError(f"Dataset {data_cfg.path} gave no usable problems (check data.answer_regex).")
     random.Random(int(data_cfg.seed)).shuffle(problems)
@@ -124,7 +135,9 @@ def _load_hub_dataset(data_cfg: DictConfig):
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - datasets raises many types for a bad path/config/split
-        raise UserError(f"Could not load dataset {source!r} (config {data_cfg.config_name}, split {data_cfg.split}): {err}") from err
+        raise UserError(
+            f"Could not load dataset {source!r} (config {data_cfg.config_name}, split {data_cfg.split}): {err}"
+        ) from err
 
 
 def render_prompt(question: str, prompt_cfg: DictConfig, conversational: bool):
@@ -142,8 +155,14 @@ def tokenize_prompts(tokenizer, prompts: list, chat_template_kwargs: dict | None
     if not prompts:
         return []
     if isinstance(prompts[0], list):
-        return tokenizer.apply_chat_template(conversation=prompts, tools=None, add_generation_prompt=True, tokenize=True,
-                                             return_dict=True, **(chat_template_kwargs or {}))["input_ids"]
+        return tokenizer.apply_chat_template(
+            conversation=prompts,
+            tools=None,
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            **(chat_template_kwargs or {}),
+        )["input_ids"]
     return tokenizer(text=prompts)["input_ids"]
 
 
@@ -156,13 +175,27 @@ def build_train_dataset(data_cfg: DictConfig, prompt_cfg: DictConfig, tokenizer,
     rows = [{"prompt": render_prompt(p["question"], prompt_cfg, conversational), **p} for p in load_problems(data_cfg)]
     lengths = [len(ids) for ids in tokenize_prompts(tokenizer, [r["prompt"] for r in rows])]
     kept = [r for r, n in zip(rows, lengths) if max_prompt_tokens is None or n <= max_prompt_tokens]
-    report = {"name": data_cfg.name, "problems": len(kept), "dropped_too_long": len(rows) - len(kept),
-              "max_prompt_tokens": max_prompt_tokens, "longest_prompt_tokens": max(lengths, default=0)}
+    report = {
+        "name": data_cfg.name,
+        "problems": len(kept),
+        "dropped_too_long": len(rows) - len(kept),
+        "max_prompt_tokens": max_prompt_tokens,
+        "longest_prompt_tokens": max(lengths, default=0),
+    }
     if len(kept) < len(rows):
-        log.warning("Left out %d of %d training prompts longer than %d tokens (the model's context minus "
-                    "trainer.max_completion_length)", len(rows) - len(kept), len(rows), max_prompt_tokens)
+        log.warning(
+            "Left out %d of %d training prompts longer than %d tokens (the model's context minus "
+            "trainer.max_completion_length)",
+            len(rows) - len(kept),
+            len(rows),
+            max_prompt_tokens,
+        )
     if not kept:
-        raise UserError(f"Every training prompt of {data_cfg.name} is longer than the {max_prompt_tokens} tokens the "
-                        f"context leaves beside trainer.max_completion_length; lower it.")
-    log.info("Training on %d problems from %s (%s prompts)", len(kept), data_cfg.name, "chat" if conversational else "plain")
+        raise UserError(
+            f"Every training prompt of {data_cfg.name} is longer than the {max_prompt_tokens} tokens the "
+            f"context leaves beside trainer.max_completion_length; lower it."
+        )
+    log.info(
+        "Training on %d problems from %s (%s prompts)", len(kept), data_cfg.name, "chat" if conversational else "plain"
+    )
     return datasets.Dataset.from_list(kept), report

@@ -43,11 +43,20 @@ def evaluate(cfg: DictConfig) -> dict:
     record = RunRecord(identity.run_dir)
     benchmarks = benchmarks_from_config(cfg.eval)
     if not benchmarks:
-        raise UserError("No benchmarks to evaluate: choose some, e.g. eval=[reasoning_gym_heldout] or eval=[math500,aime24].")
+        raise UserError(
+            "No benchmarks to evaluate: choose some, e.g. eval=[reasoning_gym_heldout] or eval=[math500,aime24]."
+        )
     adapter = adapter_folder(cfg.adapter)
     record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
-    record.update_summary(status="running", kind="evaluation", overrides=identity.overrides, adapter=str(adapter) if adapter else None,
-                          model={"name": cfg.model.name, "id": cfg.model.id}, started_at=now_iso(), **provenance())
+    record.update_summary(
+        status="running",
+        kind="evaluation",
+        overrides=identity.overrides,
+        adapter=str(adapter) if adapter else None,
+        model={"name": cfg.model.name, "id": cfg.model.id},
+        started_at=now_iso(),
+        **provenance(),
+    )
     started = time.monotonic()
     verifier = MathVerifier(timeout_s=cfg.reward.timeout_s, max_chars=cfg.reward.max_chars)
     try:
@@ -71,9 +80,14 @@ def evaluate(cfg: DictConfig) -> dict:
             tokenizer = loaded.tokenizer
             generator = HFGenerator(model, tokenizer, cfg.eval.batch_size)
         results = Evaluator(cfg.eval, cfg.prompt, tokenizer, verifier, record.dir / "eval").run(generator, "final")
-        summary = record.update_summary(status="completed", backend=backend, eval={"final": results},
-                                        metrics=flat_metrics({"final": results}), finished_at=now_iso(),
-                                        timings={"total_s": round(time.monotonic() - started, 3)})
+        summary = record.update_summary(
+            status="completed",
+            backend=backend,
+            eval={"final": results},
+            metrics=flat_metrics({"final": results}),
+            finished_at=now_iso(),
+            timings={"total_s": round(time.monotonic() - started, 3)},
+        )
         print(f"Run folder: {record.dir}")
         return summary
     except BaseException as err:

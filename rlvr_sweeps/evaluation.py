@@ -90,15 +90,21 @@ def benchmarks_from_config(eval_cfg: DictConfig) -> list[Benchmark]:
                 f"raise eval.sampling.n to at least {max(ks)} or lower eval.sampling.k."
             )
         if cfg.max_new_tokens is None:
-            raise UserError(f"eval.benchmarks.{name}.max_new_tokens is not set (this model has no eval_max_new_tokens); "
-                            f"set eval.sampling.max_new_tokens.")
+            raise UserError(
+                f"eval.benchmarks.{name}.max_new_tokens is not set (this model has no eval_max_new_tokens); "
+                f"set eval.sampling.max_new_tokens."
+            )
         if int(cfg.max_new_tokens) < 1:
             raise UserError(f"eval.benchmarks.{name}.max_new_tokens={cfg.max_new_tokens}: give at least 1.")
-        benchmarks.append(Benchmark(name, cfg, n, ks, float(cfg.temperature), float(cfg.top_p), int(cfg.max_new_tokens)))
+        benchmarks.append(
+            Benchmark(name, cfg, n, ks, float(cfg.temperature), float(cfg.top_p), int(cfg.max_new_tokens))
+        )
     select_on = eval_cfg.get("select_on")
     if select_on and select_on not in {b.name for b in benchmarks}:
-        raise UserError(f"eval.select_on={select_on} is not among the benchmarks {[b.name for b in benchmarks]}; "
-                        f"add it, e.g. eval=[{select_on},...].")
+        raise UserError(
+            f"eval.select_on={select_on} is not among the benchmarks {[b.name for b in benchmarks]}; "
+            f"add it, e.g. eval=[{select_on},...]."
+        )
     selection_benchmark(eval_cfg, benchmarks)
     return benchmarks
 
@@ -118,8 +124,13 @@ def selection_benchmark(eval_cfg: DictConfig, benchmarks: list[Benchmark]) -> Be
     return dataclasses.replace(base, n=n, ks=ks, max_problems=int(max_problems) if max_problems else None)
 
 
-def score(benchmark: Benchmark, problems: list[dict], completions: list[list[Completion]], verifier: MathVerifier,
-          keep_text: bool = False) -> tuple[dict, list[Sample]]:
+def score(
+    benchmark: Benchmark,
+    problems: list[dict],
+    completions: list[list[Completion]],
+    verifier: MathVerifier,
+    keep_text: bool = False,
+) -> tuple[dict, list[Sample]]:
     samples: list[Sample] = []
     per_problem_correct = []
     for problem, outputs in zip(problems, completions, strict=True):
@@ -128,8 +139,18 @@ def score(benchmark: Benchmark, problems: list[dict], completions: list[list[Com
         for index, (output, verdict) in enumerate(zip(outputs, verdicts, strict=True)):
             ok = verdict.correct and not output.truncated
             correct += ok
-            samples.append(Sample(problem["problem_id"], index, problem["answer"], verdict.extracted, ok,
-                                  output.tokens, output.truncated, output.text if keep_text else None))
+            samples.append(
+                Sample(
+                    problem["problem_id"],
+                    index,
+                    problem["answer"],
+                    verdict.extracted,
+                    ok,
+                    output.tokens,
+                    output.truncated,
+                    output.text if keep_text else None,
+                )
+            )
         per_problem_correct.append(correct)
     n, count = benchmark.n, len(problems)
     metrics = {f"pass@{k}": sum(pass_at_k(n, c, k) for c in per_problem_correct) / count for k in benchmark.ks}
@@ -143,9 +164,18 @@ def score(benchmark: Benchmark, problems: list[dict], completions: list[list[Com
 class Evaluator:
     """Runs every configured benchmark through one generator and writes per-sample records."""
 
-    def __init__(self, eval_cfg: DictConfig, prompt_cfg: DictConfig, tokenizer, verifier: MathVerifier, out_dir: Path,
-                 exclude_questions: set[str] | None = None, baseline_cache: Path | None = None, model_key: str = "",
-                 chat_template_kwargs: dict | None = None):
+    def __init__(
+        self,
+        eval_cfg: DictConfig,
+        prompt_cfg: DictConfig,
+        tokenizer,
+        verifier: MathVerifier,
+        out_dir: Path,
+        exclude_questions: set[str] | None = None,
+        baseline_cache: Path | None = None,
+        model_key: str = "",
+        chat_template_kwargs: dict | None = None,
+    ):
         self.cfg = eval_cfg
         self.chat_template_kwargs = chat_template_kwargs  # as training passes them (trainer.chat_template_kwargs)
         self.baseline_cache = baseline_cache
@@ -164,7 +194,11 @@ class Evaluator:
             problems = load_problems(benchmark.cfg)
             kept = [p for p in problems if p["question"] not in self.exclude_questions]
             if len(kept) < len(problems):
-                log.info("%s: dropped %d problems that are also training problems", benchmark.name, len(problems) - len(kept))
+                log.info(
+                    "%s: dropped %d problems that are also training problems",
+                    benchmark.name,
+                    len(problems) - len(kept),
+                )
             if not kept:
                 raise UserError(f"Benchmark {benchmark.name} has no problems left to evaluate.")
             self._problems[benchmark.name] = kept
@@ -193,8 +227,12 @@ class Evaluator:
                 if cache is not None:
                     atomic_write(cache, json.dumps({"metrics": metrics, "samples": [asdict(s) for s in samples]}))
             self._write_samples(phase, benchmark.name, samples)
-            log.info("%s %s: %s", phase, benchmark.name,
-                     ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("pass@")))
+            log.info(
+                "%s %s: %s",
+                phase,
+                benchmark.name,
+                ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("pass@")),
+            )
             results[benchmark.name] = metrics
         return results
 
@@ -202,19 +240,30 @@ class Evaluator:
         """Baselines are shared by every run of a sweep that starts from the same model."""
         if self.baseline_cache is None or not self.model_key:
             return None
-        digest = baseline_cache_key(self.model_key, benchmark, self.prompt_cfg, self.cfg, type(generator).__name__,
-                                    self.exclude_questions)
+        digest = baseline_cache_key(
+            self.model_key, benchmark, self.prompt_cfg, self.cfg, type(generator).__name__, self.exclude_questions
+        )
         return self.baseline_cache / f"{benchmark.name}-{digest}.json"
 
     def _write_samples(self, phase: str, name: str, samples: list[Sample]) -> None:
         path = self.out_dir / phase / f"{name}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps({k: v for k, v in asdict(s).items() if v is not None or k == "extracted"}) + "\n"
-                                for s in samples))
+        path.write_text(
+            "".join(
+                json.dumps({k: v for k, v in asdict(s).items() if v is not None or k == "extracted"}) + "\n"
+                for s in samples
+            )
+        )
 
 
-def baseline_cache_key(model_key: str, benchmark: Benchmark, prompt_cfg: DictConfig, eval_cfg: DictConfig, backend: str,
-                       exclude_questions: set[str]) -> str:
+def baseline_cache_key(
+    model_key: str,
+    benchmark: Benchmark,
+    prompt_cfg: DictConfig,
+    eval_cfg: DictConfig,
+    backend: str,
+    exclude_questions: set[str],
+) -> str:
     """Everything that changes an untrained model's scores: the model (folder, revision, dtype), the
     benchmark and its sampling, the prompt, the seed and batching, the backend, the problems left out,
     and this project's version (its scoring may change between versions)."""
@@ -222,12 +271,24 @@ def baseline_cache_key(model_key: str, benchmark: Benchmark, prompt_cfg: DictCon
         version = metadata.version("rlvr-sweeps")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    key = {"model": model_key, "benchmark": OmegaConf.to_container(benchmark.cfg, resolve=True),
-           "sampling": [benchmark.n, list(benchmark.ks), benchmark.temperature, benchmark.top_p, benchmark.max_new_tokens,
-                        benchmark.max_problems],
-           "prompt": OmegaConf.to_container(prompt_cfg, resolve=True), "seed": int(eval_cfg.seed),
-           "batch_size": int(eval_cfg.batch_size), "backend": backend, "version": version,
-           "exclude": hashlib.sha256("\n".join(sorted(exclude_questions)).encode()).hexdigest()}
+    key = {
+        "model": model_key,
+        "benchmark": OmegaConf.to_container(benchmark.cfg, resolve=True),
+        "sampling": [
+            benchmark.n,
+            list(benchmark.ks),
+            benchmark.temperature,
+            benchmark.top_p,
+            benchmark.max_new_tokens,
+            benchmark.max_problems,
+        ],
+        "prompt": OmegaConf.to_container(prompt_cfg, resolve=True),
+        "seed": int(eval_cfg.seed),
+        "batch_size": int(eval_cfg.batch_size),
+        "backend": backend,
+        "version": version,
+        "exclude": hashlib.sha256("\n".join(sorted(exclude_questions)).encode()).hexdigest(),
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -240,9 +301,9 @@ def flat_metrics(results: dict[str, dict[str, dict]]) -> dict[str, float]:
                 if key.startswith("pass@") or key in ("mean_length", "truncated"):
                     flat[f"{label}/{bench}/{key}"] = value
     for key in [k for k in flat if k.startswith("eval/")]:
-        base = "baseline/" + key[len("eval/"):]
+        base = "baseline/" + key[len("eval/") :]
         if base in flat:
-            flat["delta/" + key[len("eval/"):]] = flat[key] - flat[base]
+            flat["delta/" + key[len("eval/") :]] = flat[key] - flat[base]
     return flat
 
 
@@ -250,15 +311,18 @@ class CheckpointSelection(TrainerCallback):
     """Evaluates the selection benchmark at every saved checkpoint (on the meter's evaluation clock) and
     keeps the best checkpoint from rotation."""
 
-    def __init__(self, evaluator: Evaluator, generator, meter, checkpoint_of, on_result=None,
-                 earlier_scores: dict | None = None):
+    def __init__(
+        self, evaluator: Evaluator, generator, meter, checkpoint_of, on_result=None, earlier_scores: dict | None = None
+    ):
         self.evaluator = evaluator
         self.generator = generator
         self.benchmark = evaluator.selection
         self.meter = meter
         self.checkpoint_of = checkpoint_of  # step -> checkpoint folder (RunRecord.checkpoint)
         self.on_result = on_result
-        self.scores: dict[int, float] = {int(step): score for step, score in (earlier_scores or {}).items()}  # before a resume
+        self.scores: dict[int, float] = {
+            int(step): score for step, score in (earlier_scores or {}).items()
+        }  # before a resume
         self.best_step: int | None = max(self.scores, key=lambda s: (self.scores[s], -s)) if self.scores else None
 
     def on_save(self, args, state, control, **kwargs):

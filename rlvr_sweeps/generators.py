@@ -43,8 +43,15 @@ class HFGenerator:
         greedy = benchmark.temperature == 0  # one greedy completion stands for all n samples
         sampling = {} if greedy else {"temperature": benchmark.temperature, "top_p": benchmark.top_p, "top_k": 0}
         returned = 1 if greedy else benchmark.n
-        config = GenerationConfig(do_sample=not greedy, **sampling, use_cache=True, max_new_tokens=benchmark.max_new_tokens,
-                                  num_return_sequences=returned, pad_token_id=tokenizer.pad_token_id, eos_token_id=sorted(eos))
+        config = GenerationConfig(
+            do_sample=not greedy,
+            **sampling,
+            use_cache=True,
+            max_new_tokens=benchmark.max_new_tokens,
+            num_return_sequences=returned,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=sorted(eos),
+        )
         per_batch = max(1, self.batch_size // returned)
         was_training = model.training
         model.eval()  # also switches activation checkpointing off

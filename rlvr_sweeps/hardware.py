@@ -33,8 +33,11 @@ def detect_hardware() -> Hardware:
 
 
 def use_allocated_cpus() -> None:
-    """Keep torch's threads within the job's CPUs: oversubscribed cores slow CPU training many-fold."""
-    torch.set_num_threads(max(1, allocated_cpus()))
+    """Keep torch's threads within the job's CPUs: oversubscribed cores slow CPU training many-fold
+    (OpenMP threads spin while they wait). An explicit OMP_NUM_THREADS (e.g. several runs side by
+    side on one machine) wins over the allocation."""
+    explicit = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(max(1, int(explicit) if explicit.isdigit() else allocated_cpus()))
 
 
 def resolve_dtype(name: str, hardware: Hardware) -> torch.dtype:

@@ -214,18 +214,35 @@ def _build_sft(model_cfg: DictConfig, base_folder: str, out: Path) -> None:
 
     sft = model_cfg.sft
     problems = reasoning_gym_problems(sft.problems.generators, int(sft.problems.size), int(sft.problems.seed))
-    rows = [{"prompt": [{"role": "user", "content": sft.prompt_template.replace("{question}", p["question"])}],
-             "completion": [{"role": "assistant", "content": sft.answer_template.replace("{answer}", p["answer"])}]}
-            for p in problems]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": sft.prompt_template.replace("{question}", p["question"])}],
+            "completion": [{"role": "assistant", "content": sft.answer_template.replace("{answer}", p["answer"])}],
+        }
+        for p in problems
+    ]
     tokenizer = AutoTokenizer.from_pretrained(base_folder)
     model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as scratch:
-        args = SFTConfig(output_dir=scratch, max_steps=int(sft.max_steps), learning_rate=float(sft.learning_rate),
-                         per_device_train_batch_size=int(sft.per_device_train_batch_size), seed=int(sft.seed),
-                         lr_scheduler_type="cosine", warmup_steps=5, logging_steps=10, save_strategy="no", report_to="none",
-                         use_cpu=not cuda, bf16=cuda, disable_tqdm=True)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)
+        args = SFTConfig(
+            output_dir=scratch,
+            max_steps=int(sft.max_steps),
+            learning_rate=float(sft.learning_rate),
+            per_device_train_batch_size=int(sft.per_device_train_batch_size),
+            seed=int(sft.seed),
+            lr_scheduler_type="cosine",
+            warmup_steps=5,
+            logging_steps=10,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=not cuda,
+            bf16=cuda,
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer
+        )
         result = trainer.train()
     log.info("SFT of %s: %d steps, final training loss %.3f", model_cfg.name, int(sft.max_steps), result.training_loss)
     model.save_pretrained(out)

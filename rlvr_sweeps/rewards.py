@@ -61,7 +61,9 @@ def check_reward_names(reward_cfg: DictConfig) -> None:
     if unknown:
         raise UserError(f"Unknown reward function(s) {unknown} in reward.weights; available: {sorted(REWARD_NAMES)}.")
     if not reward_cfg.weights:
-        raise UserError("reward.weights is empty: name at least one reward function, e.g. reward.weights.accuracy=1.0.")
+        raise UserError(
+            "reward.weights is empty: name at least one reward function, e.g. reward.weights.accuracy=1.0."
+        )
 
 
 def build_reward_functions(reward_cfg: DictConfig, verifier: MathVerifier) -> tuple[list, list[float]]:

@@ -16,12 +16,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-
-import uuid
-from dataclasses import dataclass, field
 
 import yaml
 from transformers import TrainerCallback
@@ -30,8 +29,21 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 # key names that hold secrets: api_key, WANDB_API_KEY, hub_token, token, client_secret, password...
 SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password|passwd)$", re.IGNORECASE)
 SECRET_ENV = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify", "hydra-core",
-            "submitit", "wandb", "vllm", "reasoning-gym", "rlvr-sweeps")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "math-verify",
+    "hydra-core",
+    "submitit",
+    "wandb",
+    "vllm",
+    "reasoning-gym",
+    "rlvr-sweeps",
+)
 
 
 def now_iso() -> str:
@@ -41,7 +53,11 @@ def now_iso() -> str:
 def scrub_secrets(value, _secrets: tuple[str, ...] | None = None):
     """A copy of a config tree without secrets: values of secret-named keys, and any string
     that contains the value of a secret environment variable, are replaced."""
-    secrets = _secrets if _secrets is not None else tuple(os.environ[v] for v in SECRET_ENV if len(os.environ.get(v, "")) >= 8)
+    secrets = (
+        _secrets
+        if _secrets is not None
+        else tuple(os.environ[v] for v in SECRET_ENV if len(os.environ.get(v, "")) >= 8)
+    )
     if isinstance(value, dict):
         return {k: "<redacted>" if SECRET_KEY.search(str(k)) else scrub_secrets(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
@@ -181,8 +197,13 @@ class Resume:
         if not checkpoints:
             return cls(prior)
         state = checkpoint_state(checkpoints[-1])
-        return cls(prior, checkpoints[-1], checkpoint_step(checkpoints[-1]), float(state.get("training_s", 0.0)),
-                   int(state.get("generated_tokens", 0)))
+        return cls(
+            prior,
+            checkpoints[-1],
+            checkpoint_step(checkpoints[-1]),
+            float(state.get("training_s", 0.0)),
+            int(state.get("generated_tokens", 0)),
+        )
 
     @property
     def completed(self) -> bool:
@@ -226,8 +247,12 @@ class CheckpointMarker(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = self.record.checkpoint(state.global_step)
         if folder.is_dir():
-            marker = {"step": state.global_step, "at": now_iso(), "training_s": round(self.meter.training_s, 3),
-                      "generated_tokens": self.meter.generated_tokens}
+            marker = {
+                "step": state.global_step,
+                "at": now_iso(),
+                "training_s": round(self.meter.training_s, 3),
+                "generated_tokens": self.meter.generated_tokens,
+            }
             atomic_write(folder / COMPLETE_MARKER, json.dumps(marker) + "\n")
 
 
@@ -240,9 +265,9 @@ def flat_summary(summary: dict) -> dict:
     eval metrics under their own names (eval/<bench>/pass@1, baseline/..., delta/...), sections
     as section/key (budget/training_s, train/last/reward, lora/rank, ...)."""
     flat = dict(summary.get("metrics") or {})
-    for field in FLAT_FIELDS:
-        if field in summary:
-            flat[field] = summary[field]
+    for name in FLAT_FIELDS:
+        if name in summary:
+            flat[name] = summary[name]
     for section in FLAT_SECTIONS:
         flat.update(_flatten(summary.get(section) or {}, f"{section}/"))
     return flat
@@ -279,7 +304,13 @@ def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if commit.returncode != 0:

@@ -71,12 +71,15 @@ def per_problem_accuracy(outcomes_by_seed: list[dict[str, list[bool]]]) -> dict[
     if not outcomes_by_seed:
         return {}
     common = set.intersection(*({p for p, samples in outcomes.items() if samples} for outcomes in outcomes_by_seed))
-    return {problem: float(np.mean([np.mean(outcomes[problem]) for outcomes in outcomes_by_seed]))
-            for problem in sorted(common)}
+    return {
+        problem: float(np.mean([np.mean(outcomes[problem]) for outcomes in outcomes_by_seed]))
+        for problem in sorted(common)
+    }
 
 
-def paired_bootstrap(a: dict[str, float], b: dict[str, float], resamples: int = 10000, seed: int = 0,
-                     level: float = 0.95) -> Interval:
+def paired_bootstrap(
+    a: dict[str, float], b: dict[str, float], resamples: int = 10000, seed: int = 0, level: float = 0.95
+) -> Interval:
     """Difference of Pass@1 (b - a) over the problems both were evaluated on, with a percentile interval.
 
     Each resample draws as many problems as there are, with replacement, and uses the SAME drawn
@@ -104,8 +107,9 @@ def paired_bootstrap(a: dict[str, float], b: dict[str, float], resamples: int = 
     return Interval(float(diffs.mean()), float(low), float(high), len(common))
 
 
-def run_delta(run_dir: str | Path, benchmark: str, resamples: int = 10000, seed: int = 0,
-              level: float = 0.95) -> Interval | None:
+def run_delta(
+    run_dir: str | Path, benchmark: str, resamples: int = 10000, seed: int = 0, level: float = 0.95
+) -> Interval | None:
     """One run's change on `benchmark`: its final evaluation against its untrained baseline.
 
     Args:

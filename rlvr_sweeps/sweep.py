@@ -21,7 +21,16 @@ from omegaconf import DictConfig
 from .evaluation import benchmarks_from_config, selection_benchmark
 from .run_record import RunRecord
 
-LIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUE_HOLD"}
+LIVE_SLURM_STATES = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "CONFIGURING",
+    "COMPLETING",
+    "SUSPENDED",
+    "RESIZING",
+    "REQUEUE_HOLD",
+}
 
 
 @dataclass
@@ -58,7 +67,9 @@ def slurm_job_alive(job_id: str | None) -> bool:
     if not job_id:
         return False
     try:
-        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            ["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return any(state.strip() in LIVE_SLURM_STATES for state in out.stdout.splitlines())
@@ -74,7 +85,9 @@ def estimate_evaluation_s(cfg: DictConfig) -> float:
     benchmarks = benchmarks_from_config(cfg.eval)
 
     def seconds(benchmark) -> float:
-        problems = int(benchmark.cfg.get("problems") or benchmark.cfg.get("size") or benchmark.cfg.get("max_samples") or 0)
+        problems = int(
+            benchmark.cfg.get("problems") or benchmark.cfg.get("size") or benchmark.cfg.get("max_samples") or 0
+        )
         problems = min(problems, benchmark.max_problems or problems)
         tokens = min(benchmark.max_new_tokens, int(estimate.get("completion_tokens") or benchmark.max_new_tokens))
         samples = 1 if benchmark.temperature == 0 else benchmark.n
@@ -90,7 +103,9 @@ def estimate_evaluation_s(cfg: DictConfig) -> float:
     return total
 
 
-def plan_run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | str, max_time_min: int | None = None) -> PlannedRun:
+def plan_run(
+    cfg: DictConfig, run_dir: str | Path, overrides: list[str] | str, max_time_min: int | None = None
+) -> PlannedRun:
     """What relaunching this run does (completed runs and runs alive in SLURM are skipped), and its cost."""
     summary = RunRecord(run_dir).read_summary() or {}
     status = summary.get("status", "new")
@@ -110,24 +125,41 @@ def plan_run(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | str, m
     job_minutes = min(needed_min, int(max_time_min)) if max_time_min else needed_min
     jobs = math.ceil(needed_min / job_minutes) if job_minutes else 1
     hours = training_h + evaluation_h  # one device per run
-    return PlannedRun(" ".join(overrides) if isinstance(overrides, list) else overrides, str(run_dir), status, action, note,
-                      str(cfg.budget.device), training_h, evaluation_h, job_minutes, jobs, hours,
-                      hours * float(cfg.budget.price_per_hour))
+    return PlannedRun(
+        " ".join(overrides) if isinstance(overrides, list) else overrides,
+        str(run_dir),
+        status,
+        action,
+        note,
+        str(cfg.budget.device),
+        training_h,
+        evaluation_h,
+        job_minutes,
+        jobs,
+        hours,
+        hours * float(cfg.budget.price_per_hour),
+    )
 
 
 def format_plan(runs: list[PlannedRun]) -> str:
-    lines = [f"{'action':6} {'status':11} {'train h':>7} {'eval h':>6} {'job time':>8} {'jobs':>4}  {'overrides':44} folder / note"]
+    head = f"{'action':6} {'status':11} {'train h':>7} {'eval h':>6} {'job time':>8} {'jobs':>4}"
+    lines = [f"{head}  {'overrides':44} folder / note"]
     for run in runs:
         job = f"{run.job_minutes // 60}:{run.job_minutes % 60:02d}"
-        lines.append(f"{run.action:6} {run.status:11} {run.training_hours:7.2f} {run.evaluation_hours:6.2f} {job:>8} {run.jobs:>4}  "
-                     f"{run.overrides or '(defaults)':44} {run.run_dir}" + (f"  [{run.note}]" if run.note else ""))
+        cost = f"{run.training_hours:7.2f} {run.evaluation_hours:6.2f} {job:>8} {run.jobs:>4}"
+        note = f"  [{run.note}]" if run.note else ""
+        lines.append(f"{run.action:6} {run.status:11} {cost}  {run.overrides or '(defaults)':44} {run.run_dir}{note}")
     todo = [r for r in runs if r.action == "run"]
     hours = sum(r.device_hours for r in todo)
     devices = "/".join(sorted({r.device for r in todo})) or "-"
-    lines.append(f"{len(todo)} of {len(runs)} runs to go: at most {hours:.2f} {devices} device-hours in total "
-                 f"(one device per run), ${sum(r.cost_usd for r in todo):.2f} at the budgets' prices")
-    lines.append("train h = the budget (training only); eval h = baseline, selection and final evaluation, estimated "
-                 "from budget.estimate and not counted in the budget; job time = start-up + both, per SLURM job (h:mm)")
+    lines.append(
+        f"{len(todo)} of {len(runs)} runs to go: at most {hours:.2f} {devices} device-hours in total "
+        f"(one device per run), ${sum(r.cost_usd for r in todo):.2f} at the budgets' prices"
+    )
+    lines.append(
+        "train h = the budget (training only); eval h = baseline, selection and final evaluation, estimated "
+        "from budget.estimate and not counted in the budget; job time = start-up + both, per SLURM job (h:mm)"
+    )
     return "\n".join(lines)
 
 
@@ -145,7 +177,13 @@ class SweepReport(Callback):
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         value = job_return._return_value
         if isinstance(value, BaseException):
-            self.results.append({"status": "failed", "error": f"{type(value).__name__}: {value}", "overrides": " ".join(job_return.overrides or [])})
+            self.results.append(
+                {
+                    "status": "failed",
+                    "error": f"{type(value).__name__}: {value}",
+                    "overrides": " ".join(job_return.overrides or []),
+                }
+            )
         elif isinstance(value, dict):
             self.results.append(value | {"overrides": " ".join(job_return.overrides or [])})
 
@@ -161,8 +199,10 @@ def format_status(summaries: list[dict]) -> str:
     lines = [f"{'status':11} {'step':>5} {'stop':22} run"]
     for s in summaries:
         extra = f"  [{_first_line(s.get('error'))}]" if s.get("status") == "failed" else ""
-        lines.append(f"{s.get('status', '?'):11} {s.get('global_step', 0) or 0:>5} {str(s.get('stop_reason') or ''):22} "
-                     f"{s.get('run_dir') or s.get('overrides')}{extra}")
+        lines.append(
+            f"{s.get('status', '?'):11} {s.get('global_step', 0) or 0:>5} {str(s.get('stop_reason') or ''):22} "
+            f"{s.get('run_dir') or s.get('overrides')}{extra}"
+        )
     counts = {}
     for s in summaries:
         counts[s.get("status", "?")] = counts.get(s.get("status", "?"), 0) + 1

@@ -35,7 +35,13 @@ class Tracking:
         return [TolerantWandbCallback()] if self._run is not None else []
 
     def describe(self) -> dict:
-        info = {"backend": self.backend, "mode": self.mode, "run_id": self.run_id, "dir": self.sync_dir, "note": self.note}
+        info = {
+            "backend": self.backend,
+            "mode": self.mode,
+            "run_id": self.run_id,
+            "dir": self.sync_dir,
+            "note": self.note,
+        }
         if self.mode == "offline" and self.sync_dir:
             info["sync_command"] = f"wandb sync {self.sync_dir}"
         return info
@@ -52,20 +58,31 @@ class Tracking:
         self._run = None
 
 
-def start_tracking(logger_cfg: DictConfig, run_dir: str, *, run_id: str, name: str, group: str, tags: list[str], config: dict) -> Tracking:
+def start_tracking(
+    logger_cfg: DictConfig, run_dir: str, *, run_id: str, name: str, group: str, tags: list[str], config: dict
+) -> Tracking:
     if logger_cfg.backend == "none":
         return Tracking()
     import wandb
 
     os.environ.setdefault("WANDB_LOG_MODEL", "false")  # checkpoints stay in the run folder
-    common = dict(project=logger_cfg.project, entity=logger_cfg.entity, id=run_id, name=name, group=group,
-                  tags=tags, config=config, dir=run_dir, resume="allow")
+    common = dict(
+        project=logger_cfg.project,
+        entity=logger_cfg.entity,
+        id=run_id,
+        name=name,
+        group=group,
+        tags=tags,
+        config=config,
+        dir=run_dir,
+        resume="allow",
+    )
     note = None
     if logger_cfg.mode == "online":
         if not _has_credentials():
             note = "no W&B credentials (set WANDB_API_KEY or run `wandb login`)"
-        elif not _server_answers(float(logger_cfg.init_timeout_s)):
-            note = f"W&B unreachable (no answer from {_base_url()})"
+        elif not wandb_server_answers(float(logger_cfg.init_timeout_s)):
+            note = f"W&B unreachable (no answer from {wandb_base_url()})"
         else:
             try:
                 settings = wandb.Settings(init_timeout=float(logger_cfg.init_timeout_s), silent=True)
@@ -113,8 +130,11 @@ class TolerantWandbCallback(WandbCallback):
             return getattr(super(), event)(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - any W&B failure
             self.broken = True
-            log.warning("W&B logging stopped (%s: %s); the run goes on and metrics.jsonl keeps every step.",
-                        type(err).__name__, (str(err).splitlines() or [""])[0][:160])
+            log.warning(
+                "W&B logging stopped (%s: %s); the run goes on and metrics.jsonl keeps every step.",
+                type(err).__name__,
+                (str(err).splitlines() or [""])[0][:160],
+            )
             return None
 
     def on_train_begin(self, *args, **kwargs):
@@ -133,13 +153,13 @@ class TolerantWandbCallback(WandbCallback):
         return self._guarded("on_evaluate", *args, **kwargs)
 
 
-def _base_url() -> str:
+def wandb_base_url() -> str:
     return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
 
 
-def _server_answers(timeout_s: float) -> bool:
+def wandb_server_answers(timeout_s: float) -> bool:
     """A TCP connection to the W&B server: a cheap probe that spares a doomed online wandb.init."""
-    url = urlparse(_base_url())
+    url = urlparse(wandb_base_url())
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         with socket.create_connection((url.hostname, port), timeout=timeout_s):
@@ -151,9 +171,8 @@ def _server_answers(timeout_s: float) -> bool:
 def _has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(_base_url()).hostname
+    host = urlparse(wandb_base_url()).hostname
     try:
         return netrc.netrc().authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError):
         return False
-

@@ -31,8 +31,18 @@ from .hardware import detect_hardware, use_allocated_cpus
 from .models import load_model
 from .preemption import GracefulStop
 from .rewards import build_reward_functions
-from .run_record import (CheckpointMarker, MetricsCallback, Resume, RunIdentity, RunRecord, flat_summary, now_iso,
-                         provenance, run_identity, scrub_secrets)
+from .run_record import (
+    CheckpointMarker,
+    MetricsCallback,
+    Resume,
+    RunIdentity,
+    RunRecord,
+    flat_summary,
+    now_iso,
+    provenance,
+    run_identity,
+    scrub_secrets,
+)
 from .sweep import format_plan, plan_run
 from .tracking import start_tracking
 from .trainer import RLVRTrainer, grpo_config, load_checkpoint_weights, lora_config
@@ -53,18 +63,27 @@ def train(cfg: DictConfig) -> dict:
         return dry_run(cfg, record, identity)
     resume = Resume.read(record)
     if resume.completed:
-        log.info("Already completed (%s); skipping. Delete %s to run it again.", resume.prior.get("stop_reason"), record.dir)
+        log.info(
+            "Already completed (%s); skipping. Delete %s to run it again.", resume.prior.get("stop_reason"), record.dir
+        )
         return resume.prior
     use_allocated_cpus()
-    meter = BudgetMeter(Budget.from_config(cfg.budget), hardware, resume.training_s, resume.generated_tokens,
-                        {phase: resume.earlier("budget", f"{phase}_evaluation_s", 0.0) for phase in EVALUATION_PHASES})
+    meter = BudgetMeter(
+        Budget.from_config(cfg.budget),
+        hardware,
+        resume.training_s,
+        resume.generated_tokens,
+        {phase: resume.earlier("budget", f"{phase}_evaluation_s", 0.0) for phase in EVALUATION_PHASES},
+    )
     start_attempt(cfg, record, identity, resume)
     with Attempt(record, meter) as attempt:
         run = build_run(cfg, record, identity, hardware, meter, resume, attempt)
         baseline = evaluate_baseline(run, resume)
-        if not train_within_budget(run, resume):
-            return interrupted(run)
-        return finish(run, baseline)
+        if train_within_budget(run, resume):
+            return finish(run, baseline)
+        summary = interrupted(run)
+    run.graceful.hand_over()  # saved and W&B finished: the scheduler's glue (submitit) may requeue the job and exit
+    return summary
 
 
 @dataclass
@@ -97,11 +116,12 @@ class Attempt:
     def __exit__(self, kind, err, tb) -> bool:
         try:
             if err is not None:
-                status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+                status = "interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
                 message = str(err) if isinstance(err, UserError) else "".join(traceback.format_exception(err))[-4000:]
                 self.meter.stop_training()
-                self.record.update_summary(status=status, stop_reason=status, finished_at=now_iso(), budget=self.meter.usage(),
-                                           error=message)
+                self.record.update_summary(
+                    status=status, stop_reason=status, finished_at=now_iso(), budget=self.meter.usage(), error=message
+                )
         finally:
             self.stack.close()
         return False
@@ -114,8 +134,16 @@ def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> None:
     except UserError as err:
         if not cfg.dry_run:
             record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
-            record.update_summary(status="failed", stop_reason="failed", error=str(err), name=cfg.name, run_dir=str(record.dir),
-                                  finished_at=now_iso(), model={"name": cfg.model.name}, lora={"rank": cfg.lora.rank})
+            record.update_summary(
+                status="failed",
+                stop_reason="failed",
+                error=str(err),
+                name=cfg.name,
+                run_dir=str(record.dir),
+                finished_at=now_iso(),
+                model={"name": cfg.model.name},
+                lora={"rank": cfg.lora.rank},
+            )
         raise
 
 
@@ -131,16 +159,30 @@ def dry_run(cfg: DictConfig, record: RunRecord, identity: RunIdentity) -> dict:
 def start_attempt(cfg: DictConfig, record: RunRecord, identity: RunIdentity, resume: Resume) -> None:
     record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
     dropped = record.drop_metrics_after(resume.step)  # steps after the checkpoint are trained again
-    attempts = resume.prior.get("attempts", []) + [{"started_at": now_iso(), "resumed_from_step": resume.step,
-                                                    "metrics_dropped": dropped, **provenance()}]
+    attempts = resume.prior.get("attempts", []) + [
+        {"started_at": now_iso(), "resumed_from_step": resume.step, "metrics_dropped": dropped, **provenance()}
+    ]
     record.update_summary(
-        status="running", stop_reason=None, error=None, name=cfg.name, run_dir=str(record.dir), overrides=identity.overrides,
-        choices=identity.choices, started_at=resume.prior.get("started_at", now_iso()), attempts=attempts,
-        model={"name": cfg.model.name, "id": cfg.model.id}, lora={"rank": cfg.lora.rank}, **provenance(),
+        status="running",
+        stop_reason=None,
+        error=None,
+        name=cfg.name,
+        run_dir=str(record.dir),
+        overrides=identity.overrides,
+        choices=identity.choices,
+        started_at=resume.prior.get("started_at", now_iso()),
+        attempts=attempts,
+        model={"name": cfg.model.name, "id": cfg.model.id},
+        lora={"rank": cfg.lora.rank},
+        **provenance(),
     )
     if resume.checkpoint:
-        log.info("Resuming from %s (step %d; %.0f s of the training budget already spent)", resume.checkpoint.name,
-                 resume.step, resume.training_s)
+        log.info(
+            "Resuming from %s (step %d; %.0f s of the training budget already spent)",
+            resume.checkpoint.name,
+            resume.step,
+            resume.training_s,
+        )
 
 
 def tags_for(cfg: DictConfig) -> list[str]:
@@ -148,57 +190,125 @@ def tags_for(cfg: DictConfig) -> list[str]:
     return [str(cfg.model.name), rank, str(cfg.budget.name), str(cfg.data.name)]
 
 
-def build_run(cfg: DictConfig, record: RunRecord, identity: RunIdentity, hardware, meter: BudgetMeter, resume: Resume,
-              attempt: Attempt) -> Run:
+def build_run(
+    cfg: DictConfig,
+    record: RunRecord,
+    identity: RunIdentity,
+    hardware,
+    meter: BudgetMeter,
+    resume: Resume,
+    attempt: Attempt,
+) -> Run:
     config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
-    tracking = start_tracking(cfg.logger, str(record.dir), run_id=resume.wandb_id, name=identity.run_name, group=str(cfg.name),
-                              tags=tags_for(cfg), config={**config, "overrides": identity.overrides})
-    attempt.stack.callback(lambda: tracking.finish(flat_summary(record.read_summary() or {}),
-                                                   exit_code=int((record.read_summary() or {}).get("status") == "failed")))
+    tracking = start_tracking(
+        cfg.logger,
+        str(record.dir),
+        run_id=resume.wandb_id,
+        name=identity.run_name,
+        group=str(cfg.name),
+        tags=tags_for(cfg),
+        config={**config, "overrides": identity.overrides},
+    )
+    attempt.stack.callback(
+        lambda: tracking.finish(
+            flat_summary(record.read_summary() or {}),
+            exit_code=int((record.read_summary() or {}).get("status") == "failed"),
+        )
+    )
     record.update_summary(wandb=tracking.describe())
     started = time.monotonic()
     loaded = load_model(cfg.model, cfg.paths.cache, hardware)
-    context = min(int(cfg.model.context_length or 10**9), int(getattr(loaded.model.config, "max_position_embeddings", 10**9)))
-    dataset, data_report = build_train_dataset(cfg.data, cfg.prompt, loaded.tokenizer,
-                                               max_prompt_tokens=context - int(cfg.trainer.max_completion_length))
+    context = min(
+        int(cfg.model.context_length or 10**9), int(getattr(loaded.model.config, "max_position_embeddings", 10**9))
+    )
+    dataset, data_report = build_train_dataset(
+        cfg.data, cfg.prompt, loaded.tokenizer, max_prompt_tokens=context - int(cfg.trainer.max_completion_length)
+    )
     verifier = MathVerifier(timeout_s=cfg.reward.timeout_s, max_chars=cfg.reward.max_chars)
     attempt.stack.callback(verifier.close)
     reward_functions, reward_weights = build_reward_functions(cfg.reward, verifier)
-    args = grpo_config(cfg, output_dir=str(record.checkpoints_dir), hardware=hardware, run_name=identity.run_name,
-                       reward_weights=reward_weights)
+    args = grpo_config(
+        cfg,
+        output_dir=str(record.checkpoints_dir),
+        hardware=hardware,
+        run_name=identity.run_name,
+        reward_weights=reward_weights,
+    )
     metrics_callback = MetricsCallback(record, meter)
     trainer = RLVRTrainer(
-        model=loaded.model, reward_funcs=reward_functions, args=args, train_dataset=dataset,
-        processing_class=loaded.tokenizer, peft_config=lora_config(cfg.lora),
+        model=loaded.model,
+        reward_funcs=reward_functions,
+        args=args,
+        train_dataset=dataset,
+        processing_class=loaded.tokenizer,
+        peft_config=lora_config(cfg.lora),
         callbacks=[CheckpointMarker(record, meter), metrics_callback, BudgetProgressBar(meter), *tracking.callbacks()],
-        on_generated_tokens=meter.add_generated_tokens, merge_lora_for_rollouts=bool(cfg.lora.merge_for_rollouts),
+        on_generated_tokens=meter.add_generated_tokens,
+        merge_lora_for_rollouts=bool(cfg.lora.merge_for_rollouts),
     )
     _use_budget_progress_bar(trainer)
-    evaluator = Evaluator(cfg.eval, cfg.prompt, loaded.tokenizer, verifier, record.dir / "eval",
-                          exclude_questions=set(dataset["question"]),
-                          baseline_cache=Path(cfg.paths.cache) / "baselines" if cfg.eval.cache_baseline else None,
-                          model_key=f"{loaded.folder}@{cfg.model.revision}:{cfg.model.dtype}",
-                          chat_template_kwargs=args.chat_template_kwargs)
+    evaluator = Evaluator(
+        cfg.eval,
+        cfg.prompt,
+        loaded.tokenizer,
+        verifier,
+        record.dir / "eval",
+        exclude_questions=set(dataset["question"]),
+        baseline_cache=Path(cfg.paths.cache) / "baselines" if cfg.eval.cache_baseline else None,
+        model_key=f"{loaded.folder}@{cfg.model.revision}:{cfg.model.dtype}",
+        chat_template_kwargs=args.chat_template_kwargs,
+    )
     generator = make_generator(cfg, trainer, loaded.tokenizer)
     selection = None
     if evaluator.selection is not None:
-        selection = CheckpointSelection(evaluator, generator, meter, record.checkpoint,
-                                        earlier_scores=resume.earlier("eval", "checkpoints"),
-                                        on_result=lambda step, result: record.update_summary(
-                                            eval={**(record.read_summary() or {}).get("eval", {}), "checkpoints": selection.scores}))
+        selection = CheckpointSelection(
+            evaluator,
+            generator,
+            meter,
+            record.checkpoint,
+            earlier_scores=resume.earlier("eval", "checkpoints"),
+            on_result=lambda step, result: record.update_summary(
+                eval={**(record.read_summary() or {}).get("eval", {}), "checkpoints": selection.scores}
+            ),
+        )
         trainer.add_callback(selection)
     graceful = GracefulStop()
     trainer.add_callback(graceful)
     budget_callback = BudgetCallback(meter, lookahead_steps=args.steps_per_generation * args.num_iterations)
     trainer.add_callback(budget_callback)  # last: it times saves after any selection evaluation at them
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    record.update_summary(model={"name": cfg.model.name, "id": cfg.model.id, "folder": loaded.folder, "context_length": context,
-                                 "parameters": loaded.parameters, "trainable_parameters": trainable},
-                          lora={"rank": cfg.lora.rank, "alpha": _lora_alpha(trainer)}, data=data_report)
-    log.info("Training %s (%.2f M trainable parameters) on %s for %.1f min of training", identity.run_name, trainable / 1e6,
-             hardware.name, meter.budget.seconds / 60)
-    return Run(cfg, record, meter, trainer, evaluator, generator, budget_callback, graceful, selection, metrics_callback,
-               {"setup_s": round(time.monotonic() - started, 3)})
+    record.update_summary(
+        model={
+            "name": cfg.model.name,
+            "id": cfg.model.id,
+            "folder": loaded.folder,
+            "context_length": context,
+            "parameters": loaded.parameters,
+            "trainable_parameters": trainable,
+        },
+        lora={"rank": cfg.lora.rank, "alpha": _lora_alpha(trainer)},
+        data=data_report,
+    )
+    log.info(
+        "Training %s (%.2f M trainable parameters) on %s for %.1f min of training",
+        identity.run_name,
+        trainable / 1e6,
+        hardware.name,
+        meter.budget.seconds / 60,
+    )
+    return Run(
+        cfg,
+        record,
+        meter,
+        trainer,
+        evaluator,
+        generator,
+        budget_callback,
+        graceful,
+        selection,
+        metrics_callback,
+        {"setup_s": round(time.monotonic() - started, 3)},
+    )
 
 
 def evaluate_baseline(run: Run, resume: Resume) -> dict | None:
@@ -233,10 +343,15 @@ def train_within_budget(run: Run, resume: Resume) -> bool:
 
 def interrupted(run: Run) -> dict:
     step = run.trainer.state.global_step
-    summary = run.record.update_summary(status="interrupted", stop_reason=run.graceful.stop_reason, finished_at=now_iso(),
-                                        global_step=step, budget=run.meter.usage(), timings=run.timings)
+    summary = run.record.update_summary(
+        status="interrupted",
+        stop_reason=run.graceful.stop_reason,
+        finished_at=now_iso(),
+        global_step=step,
+        budget=run.meter.usage(),
+        timings=run.timings,
+    )
     log.warning("Stopped at step %d by %s; relaunching resumes from here.", step, run.graceful.stop_reason)
-    run.graceful.hand_over()
     return summary
 
 
@@ -255,11 +370,19 @@ def finish(run: Run, baseline: dict | None) -> dict:
             final = run.evaluator.run(run.generator, "final")
     results = {"baseline": baseline, "final": final}
     summary = run.record.update_summary(
-        status="completed", stop_reason=run.budget_callback.stop_reason, finished_at=now_iso(),
-        global_step=run.trainer.state.global_step, train=_train_summary(run.record), budget=run.meter.usage(),
-        eval={**{k: v for k, v in results.items() if v}, "checkpoints": run.selection.scores if run.selection else {},
-              "selected_step": selected_step},
-        metrics=flat_metrics(results), timings={**run.timings, **run.budget_callback.timings()},
+        status="completed",
+        stop_reason=run.budget_callback.stop_reason,
+        finished_at=now_iso(),
+        global_step=run.trainer.state.global_step,
+        train=_train_summary(run.record),
+        budget=run.meter.usage(),
+        eval={
+            **{k: v for k, v in results.items() if v},
+            "checkpoints": run.selection.scores if run.selection else {},
+            "selected_step": selected_step,
+        },
+        metrics=flat_metrics(results),
+        timings={**run.timings, **run.budget_callback.timings()},
         trainer_totals=run.metrics_callback.train_summary,
     )
     summary = write_verdict(run.record, summary)
@@ -282,4 +405,8 @@ def _lora_alpha(trainer):
 def _train_summary(record: RunRecord) -> dict:
     steps = [m for m in record.read_metrics() if "reward" in m]
     numeric = lambda m: {k: v for k, v in m.items() if isinstance(v, (int, float))}  # noqa: E731
-    return {"logged_steps": len(steps), "first": numeric(steps[0]) if steps else {}, "last": numeric(steps[-1]) if steps else {}}
+    return {
+        "logged_steps": len(steps),
+        "first": numeric(steps[0]) if steps else {},
+        "last": numeric(steps[-1]) if steps else {},
+    }

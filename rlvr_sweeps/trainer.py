@@ -27,8 +27,9 @@ OWNED_ELSEWHERE = {
 }
 
 
-def grpo_config(cfg: DictConfig, *, output_dir: str, hardware: Hardware, run_name: str,
-                reward_weights: list[float]) -> GRPOConfig:
+def grpo_config(
+    cfg: DictConfig, *, output_dir: str, hardware: Hardware, run_name: str, reward_weights: list[float]
+) -> GRPOConfig:
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}
     kwargs = {}
     for group in ("trainer", "generation"):

@@ -39,17 +39,29 @@ def write_verdict(record: RunRecord, summary: dict) -> dict:
             continue
         baseline = summary["metrics"].get(f"baseline/{benchmark}/pass@1")
         final = summary["metrics"].get(f"eval/{benchmark}/pass@1")
-        verdict[benchmark] = {"delta": interval.delta, "ci_low": interval.low, "ci_high": interval.high,
-                              "problems": interval.problems, "excludes_zero": interval.excludes_zero}
+        verdict[benchmark] = {
+            "delta": interval.delta,
+            "ci_low": interval.low,
+            "ci_high": interval.high,
+            "problems": interval.problems,
+            "excludes_zero": interval.excludes_zero,
+        }
         parts.append(f"{benchmark} Pass@1 {baseline:.3f} -> {final:.3f}: {interval.describe()}")
     if plot_reward(steps, record.dir / "reward.png"):
         verdict["plot"] = "reward.png"
     line = "; ".join(parts) or "no reward logged and nothing evaluated"
     log.info("Verdict after %s steps (%s): %s", summary.get("global_step"), summary.get("stop_reason"), line)
     budget = summary.get("budget") or {}
-    log.info("Budget %s: %.0f of %.0f s of training, %.0f s of evaluation; %.4f %s-hours, $%.4f.", budget.get("name"),
-             budget.get("training_s", 0), budget.get("limit_s", 0), budget.get("evaluation_s", 0),
-             budget.get("device_hours", 0), budget.get("device"), budget.get("cost_usd", 0))
+    log.info(
+        "Budget %s: %.0f of %.0f s of training, %.0f s of evaluation; %.4f %s-hours, $%.4f.",
+        budget.get("name"),
+        budget.get("training_s", 0),
+        budget.get("limit_s", 0),
+        budget.get("evaluation_s", 0),
+        budget.get("device_hours", 0),
+        budget.get("device"),
+        budget.get("cost_usd", 0),
+    )
     return record.update_summary(verdict={"line": line, **verdict})
 
 
@@ -64,7 +76,9 @@ def plot_reward(steps: list[dict], path, window: int = 5) -> bool:
     import matplotlib.pyplot as plt
 
     xs, ys = zip(*points)
-    rolling = [sum(ys[max(0, i - window + 1) : i + 1]) / len(ys[max(0, i - window + 1) : i + 1]) for i in range(len(ys))]
+    rolling = [
+        sum(ys[max(0, i - window + 1) : i + 1]) / len(ys[max(0, i - window + 1) : i + 1]) for i in range(len(ys))
+    ]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(xs, ys, marker="o", markersize=3, alpha=0.45, label="mean reward of the step's completions")
     ax.plot(xs, rolling, linewidth=2, label=f"rolling mean over {window} steps")

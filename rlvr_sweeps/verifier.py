@@ -57,7 +57,11 @@ class MathVerifier:
             self._stop_child()
 
     def _check(self, gold: str, prediction: str) -> Verdict:
-        request = {"gold": as_gold_latex(gold), "prediction": str(prediction)[-self.max_chars :], "timeout": self.timeout_s / 2}
+        request = {
+            "gold": as_gold_latex(gold),
+            "prediction": str(prediction)[-self.max_chars :],
+            "timeout": self.timeout_s / 2,
+        }
         child = self._ensure_child()
         try:
             child.stdin.write((json.dumps(request) + "\n").encode())
@@ -133,7 +137,9 @@ def _serve(memory_mb: int) -> None:
             gold = parse(request["gold"], parsing_timeout=timeout)
             predicted = parse(request["prediction"], parsing_timeout=timeout)
             answer["extracted"] = str(predicted[-1]) if predicted else None
-            answer["correct"] = bool(gold) and bool(predicted) and bool(verify(gold, predicted, timeout_seconds=timeout))
+            answer["correct"] = (
+                bool(gold) and bool(predicted) and bool(verify(gold, predicted, timeout_seconds=timeout))
+            )
         except BaseException as err:  # noqa: BLE001 - MemoryError, RecursionError, sympy errors: all score 0
             answer["error"] = f"{type(err).__name__}: {err}"[:200]
         sys.stdout.write(json.dumps(answer) + "\n")

@@ -80,17 +80,25 @@ def bridge_cpu_weight_sync(vllm_generation) -> bool:
 def sampling_params(benchmark: Benchmark, seed: int | None):
     from vllm import SamplingParams
 
-    return SamplingParams(n=benchmark.n, temperature=benchmark.temperature, top_p=benchmark.top_p if benchmark.temperature else 1.0,
-                          max_tokens=benchmark.max_new_tokens, seed=seed)
+    return SamplingParams(
+        n=benchmark.n,
+        temperature=benchmark.temperature,
+        top_p=benchmark.top_p if benchmark.temperature else 1.0,
+        max_tokens=benchmark.max_new_tokens,
+        seed=seed,
+    )
 
 
 def _completions(request_outputs) -> list[list[Completion]]:
-    return [[Completion(o.text, len(o.token_ids), o.finish_reason == "length") for o in request.outputs]
-            for request in request_outputs]
+    return [
+        [Completion(o.text, len(o.token_ids), o.finish_reason == "length") for o in request.outputs]
+        for request in request_outputs
+    ]
 
 
-def _generate(llm, prompt_ids: list[list[int]], benchmark: Benchmark, seed: int, lora_request=None,
-              seeded: bool = True) -> list[list[Completion]]:
+def _generate(
+    llm, prompt_ids: list[list[int]], benchmark: Benchmark, seed: int, lora_request=None, seeded: bool = True
+) -> list[list[Completion]]:
     """Per-prompt seeds make samples independent of batching; vLLM's CPU backend cannot use them
     together with chunked prefill (its CPU generators have no offset), so unseeded requests there
     follow the engine's own seed instead."""
@@ -107,11 +115,15 @@ class TrainerVLLMGenerator:
     def __init__(self, trainer):
         generation = getattr(trainer, "vllm_generation", None)
         if generation is None or generation.mode != "colocate":
-            raise UserError("eval.backend=vllm during training needs generation=vllm (colocate mode); "
-                            "use eval.backend=hf, or evaluate afterwards with python -m rlvr_sweeps.evaluate.")
+            raise UserError(
+                "eval.backend=vllm during training needs generation=vllm (colocate mode); "
+                "use eval.backend=hf, or evaluate afterwards with python -m rlvr_sweeps.evaluate."
+            )
         if generation.enable_sleep_mode:
-            raise UserError("eval.backend=vllm does not support generation.vllm_enable_sleep_mode=true; "
-                            "turn sleep mode off or use eval.backend=hf.")
+            raise UserError(
+                "eval.backend=vllm does not support generation.vllm_enable_sleep_mode=true; "
+                "turn sleep mode off or use eval.backend=hf."
+            )
         self.trainer = trainer
         self.generation = generation
 
@@ -148,4 +160,3 @@ class StandaloneVLLMGenerator:
 
     def generate(self, prompt_ids: list[list[int]], benchmark: Benchmark, seed: int) -> list[list[Completion]]:
         return _generate(self.llm, prompt_ids, benchmark, seed, self.lora_request)
-

@@ -62,13 +62,25 @@ def launch(tmp_path, model_cache):
 
     def run(*args: str, env: dict | None = None, timeout: float = 600) -> Launch:
         runs = tmp_path / "runs"
-        full_env = {**os.environ, "RLVR_SWEEPS_RUNS": str(runs), "RLVR_SWEEPS_CACHE": str(model_cache),
-                    "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0", **(env or {})}
+        full_env = {
+            **os.environ,
+            "RLVR_SWEEPS_RUNS": str(runs),
+            "RLVR_SWEEPS_CACHE": str(model_cache),
+            "WANDB_SILENT": "true",
+            "HYDRA_FULL_ERROR": "0",
+            **(env or {}),
+        }
         full_env.pop("WANDB_API_KEY", None) if env is None or "WANDB_API_KEY" not in env else None
         for leaked in DISTRIBUTED_ENV:  # set in this process by an in-process colocated vLLM test (TRL, accelerate)
             full_env.pop(leaked, None)
-        done = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=tmp_path, env=full_env,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), *args],
+            cwd=tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return Launch(done.returncode, done.stdout, done.stderr, runs)
 
     return run

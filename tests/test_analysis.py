@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from analysis.__main__ import main as analysis_main
 from analysis.sources import load_local, load_wandb
 from analysis.tables import GAP, all_tables, bootstrap_ci, metric_table
-from conftest import ROOT
 
 SMALL_EVAL = ("eval.sampling.n=4", "eval.sampling.k=[1,4]")
 
@@ -29,16 +29,37 @@ def sweep(tmp_path_factory, model_cache):
     env.pop("WANDB_API_KEY", None)
 
     def launch(*args):
-        return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=runs.parent, env=env,
-                              capture_output=True, text=True, timeout=900)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), *args],
+            cwd=runs.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
 
-    done = launch("-m", "lora.rank=8,64", "trainer.seed=0,1", "model=tiny", "budget.max_steps=2",
-                  "trainer.learning_rate=0.05", *SMALL_EVAL)
+    done = launch(
+        "-m",
+        "lora.rank=8,64",
+        "trainer.seed=0,1",
+        "model=tiny",
+        "budget.max_steps=2",
+        "trainer.learning_rate=0.05",
+        *SMALL_EVAL,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     wrong_columns = runs.parent / "wrong_columns.jsonl"  # fails while loading the data, after W&B has started
     wrong_columns.write_text('{"question": "1 + 1?", "solution": "2"}\n')
-    assert launch("lora.rank=256", "model=tiny", "trainer.learning_rate=0.05", "data=open_rs", f"data.path={wrong_columns}").returncode != 0
-    assert launch("lora=none", "model=tiny", "budget.max_steps=2", "trainer.learning_rate=0.05", "eval=[]").returncode == 0
+    assert (
+        launch(
+            "lora.rank=256", "model=tiny", "trainer.learning_rate=0.05", "data=open_rs", f"data.path={wrong_columns}"
+        ).returncode
+        != 0
+    )
+    assert (
+        launch("lora=none", "model=tiny", "budget.max_steps=2", "trainer.learning_rate=0.05", "eval=[]").returncode
+        == 0
+    )
     return runs / "default"
 
 
@@ -51,9 +72,13 @@ def test_table_cells_equal_a_recomputation_from_the_run_records(sweep):
     runs, _ = load_local([str(sweep)])
     table = metric_table(runs, "reasoning_gym_heldout", "pass@1", collapse_margin=0.02)
     for rank in (8, 64):
-        run_dirs = [d for d in sweep.iterdir() if (d / "summary.json").exists()
-                    and json.loads((d / "summary.json").read_text())["lora"]["rank"] == rank
-                    and any(o.startswith("trainer.seed=") for o in json.loads((d / "summary.json").read_text())["overrides"])]
+        run_dirs = [
+            d
+            for d in sweep.iterdir()
+            if (d / "summary.json").exists()
+            and json.loads((d / "summary.json").read_text())["lora"]["rank"] == rank
+            and any(o.startswith("trainer.seed=") for o in json.loads((d / "summary.json").read_text())["overrides"])
+        ]
         assert len(run_dirs) == 2
         expected = np.mean([recomputed_pass1(d) for d in run_dirs])  # from the per-sample records
         assert table.values.loc["tiny", rank] == pytest.approx(expected)
@@ -77,14 +102,32 @@ def test_cli_writes_markdown_latex_csv_and_plots(sweep, tmp_path, capsys):
     assert "| init | baseline | r=8 | r=64 | r=256 | full FT |" in printed and "collapse" in printed
     assert r"\toprule" in (out / "reasoning_gym_heldout_pass1.tex").read_text()
     csv = pd.read_csv(out / "reasoning_gym_heldout_pass1.csv", index_col="init")
-    assert list(csv.columns) == ["baseline", "r=8", "r=64", "r=256", "full FT",
-                                 "r=8_delta", "r=8_delta_ci_low", "r=8_delta_ci_high",
-                                 "r=64_delta", "r=64_delta_ci_low", "r=64_delta_ci_high",
-                                 "r=256_delta", "r=256_delta_ci_low", "r=256_delta_ci_high",
-                                 "full FT_delta", "full FT_delta_ci_low", "full FT_delta_ci_high"]
+    assert list(csv.columns) == [
+        "baseline",
+        "r=8",
+        "r=64",
+        "r=256",
+        "full FT",
+        "r=8_delta",
+        "r=8_delta_ci_low",
+        "r=8_delta_ci_high",
+        "r=64_delta",
+        "r=64_delta_ci_low",
+        "r=64_delta_ci_high",
+        "r=256_delta",
+        "r=256_delta_ci_low",
+        "r=256_delta_ci_high",
+        "full FT_delta",
+        "full FT_delta_ci_low",
+        "full FT_delta_ci_high",
+    ]
     assert len(pd.read_csv(out / "runs.csv")) == 6
-    for png in ("reward_curves.png", "completion_length_curves.png", "reasoning_gym_heldout_pass1_vs_rank.png",
-                "reasoning_gym_heldout_pass1_vs_cost.png"):
+    for png in (
+        "reward_curves.png",
+        "completion_length_curves.png",
+        "reasoning_gym_heldout_pass1_vs_rank.png",
+        "reasoning_gym_heldout_pass1_vs_cost.png",
+    ):
         assert (out / png).stat().st_size > 10_000
 
 
@@ -94,8 +137,12 @@ class StandInRun:
 
     def __init__(self, offline_dir: Path):
         def inspect(*flags):
-            done = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(offline_dir)],
-                                  capture_output=True, text=True, timeout=120)
+            done = subprocess.run(
+                [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(offline_dir)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert done.returncode == 0, done.stderr
             return done.stdout
 
@@ -118,8 +165,12 @@ class StandInApi:
 
     def runs(self, path, filters=None):
         filters = filters or {}
-        return [r for r in self._runs if filters.get("group") in (None, r.group)
-                and ("tags" not in filters or set(filters["tags"]["$in"]) & set(r.tags))]
+        return [
+            r
+            for r in self._runs
+            if filters.get("group") in (None, r.group)
+            and ("tags" not in filters or set(filters["tags"]["$in"]) & set(r.tags))
+        ]
 
 
 def test_the_wandb_source_gives_the_same_tables_as_the_run_folders(sweep):
@@ -130,16 +181,28 @@ def test_the_wandb_source_gives_the_same_tables_as_the_run_folders(sweep):
     assert len(wandb_runs) == len(local_runs) == 6
     for local, remote in zip(all_tables(local_runs, 0.02), all_tables(wandb_runs, 0.02)):
         assert local.name == remote.name
-        pd.testing.assert_frame_equal(local.frame.replace(r"\*\)", ")", regex=True), remote.frame)  # * needs per-sample records
+        pd.testing.assert_frame_equal(
+            local.frame.replace(r"\*\)", ")", regex=True), remote.frame
+        )  # * needs per-sample records
     key = ["run", "step"]
     merged = local_curves.merge(wandb_curves.drop_duplicates(key, keep="last"), on=key, suffixes=("", "_wandb"))
     assert len(merged) == len(local_curves) and (merged["reward"] == merged["reward_wandb"]).all()
 
 
 def test_collapse_rule_and_bootstrap_interval():
-    rows = [{"run": f"{init}{seed}", "init": init, "rank": 8, "status": "completed", "seed": seed,
-             "baseline/b/pass@1": base, "eval/b/pass@1": final}
-            for init, base, final in (("instruct", 0.30, 0.35), ("math", 0.50, 0.40)) for seed in (0, 1)]
+    rows = [
+        {
+            "run": f"{init}{seed}",
+            "init": init,
+            "rank": 8,
+            "status": "completed",
+            "seed": seed,
+            "baseline/b/pass@1": base,
+            "eval/b/pass@1": final,
+        }
+        for init, base, final in (("instruct", 0.30, 0.35), ("math", 0.50, 0.40))
+        for seed in (0, 1)
+    ]
     table = metric_table(pd.DataFrame(rows), "b", "pass@1", collapse_margin=0.02)
     assert table.frame.loc["math", "r=8"].endswith("†") and not table.frame.loc["instruct", "r=8"].endswith("†")
     assert any("Collapsed: math r=8" in note for note in table.notes)
@@ -152,14 +215,24 @@ def test_log_to_wandb_publishes_tables_and_plots_offline(sweep, tmp_path, monkey
     out = tmp_path / "out"
     assert analysis_main([str(sweep), "--out", str(out), "--log-to-wandb"]) == 0
     (offline,) = (out / "wandb").glob("offline-run-*")
-    records = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
-                             capture_output=True, text=True).stdout
+    records = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)], capture_output=True, text=True
+    ).stdout
     assert "tables/reasoning_gym_heldout/pass@1" in records and "plots/reward_curves" in records
 
 
 def test_unreachable_wandb_gets_one_clear_message(tmp_path):
     env = {**os.environ, "WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
-    done = subprocess.run([sys.executable, "-m", "analysis", "--wandb", "me/rlvr-sweeps", "--out", str(tmp_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "analysis", "--wandb", "me/rlvr-sweeps", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "Could not read the runs of me/rlvr-sweeps from W&B" in done.stderr and "python -m analysis runs/" in done.stderr
+    assert (
+        "Could not read the runs of me/rlvr-sweeps from W&B" in done.stderr
+        and "python -m analysis runs/" in done.stderr
+    )

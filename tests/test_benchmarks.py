@@ -18,12 +18,34 @@ def test_grpo_step_benchmark_prints_one_row_per_rank_and_rollout_path(tmp_path, 
     import os
 
     out = tmp_path / "rows.json"
-    done = run("benchmarks/grpo_step.py", "--model", "tiny", "--ranks", "8", "64", "--rollouts", "merged", "unmerged",
-               "--steps", "2", "--prompt-tokens", "16", "--completion-tokens", "8", "--json", str(out),
-               env={**os.environ, "RLVR_SWEEPS_CACHE": str(model_cache)})
+    done = run(
+        "benchmarks/grpo_step.py",
+        "--model",
+        "tiny",
+        "--ranks",
+        "8",
+        "64",
+        "--rollouts",
+        "merged",
+        "unmerged",
+        "--steps",
+        "2",
+        "--prompt-tokens",
+        "16",
+        "--completion-tokens",
+        "8",
+        "--json",
+        str(out),
+        env={**os.environ, "RLVR_SWEEPS_CACHE": str(model_cache)},
+    )
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert [(r["rank"], r["rollouts"]) for r in rows] == [(8, "merged"), (8, "unmerged"), (64, "merged"), (64, "unmerged")]
+    assert [(r["rank"], r["rollouts"]) for r in rows] == [
+        (8, "merged"),
+        (8, "unmerged"),
+        (64, "merged"),
+        (64, "unmerged"),
+    ]
     assert all(r["completion_tokens"] == 8 and r["completions"] == 8 and r["generation_s"] > 0 for r in rows)
     assert all(r["decode_ms"] >= r["floor_ms"] > 0 and r["peak_gb"] > 0 for r in rows)
     assert rows[2]["trainable"] == 8 * rows[0]["trainable"]  # rank 64 vs rank 8

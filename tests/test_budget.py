@@ -96,7 +96,9 @@ def test_evaluations_pause_the_training_clock_and_are_timed_apart():
         clock.now += 300.0
     usage = meter.usage()
     assert usage["training_s"] == pytest.approx(22.0) and usage["selection_evaluation_s"] == pytest.approx(800.0)
-    assert usage["selection_evaluation_mean_s"] == pytest.approx(400.0) and usage["evaluation_s"] == pytest.approx(800.0)
+    assert usage["selection_evaluation_mean_s"] == pytest.approx(400.0) and usage["evaluation_s"] == pytest.approx(
+        800.0
+    )
 
 
 def test_the_clock_stands_outside_training():
@@ -134,6 +136,32 @@ def test_usage_counts_device_hours_and_cost_of_training_and_evaluation():
         clock.now += 900  # a quarter of an hour of evaluation
     usage = meter.usage()
     assert usage["training_device_hours"] == pytest.approx(2.0) and usage["training_cost_usd"] == pytest.approx(4.0)
-    assert usage["evaluation_device_hours"] == pytest.approx(1.0) and usage["evaluation_cost_usd"] == pytest.approx(2.0)
+    assert usage["evaluation_device_hours"] == pytest.approx(1.0) and usage["evaluation_cost_usd"] == pytest.approx(
+        2.0
+    )
     assert usage["device_hours"] == pytest.approx(3.0) and usage["cost_usd"] == pytest.approx(6.0)
     assert usage["training_fraction"] == pytest.approx(0.25)
+
+
+@pytest.mark.e2e
+def test_a_cached_baseline_buys_no_extra_training(launch):
+    """Two arms of the same config: the first evaluates its baseline, the second takes it from the cache;
+    both train for the same budget (within one step), because evaluation is never counted."""
+    same = (
+        "model=tiny",
+        "budget.minutes=0.25",
+        "trainer.max_completion_length=8",
+        "eval.sampling.n=8",
+        "eval.sampling.k=[1,8]",
+        "eval.sampling.max_new_tokens=48",
+        "logger=none",
+    )
+    first, second = launch("name=first", *same), launch("name=second", *same)
+    assert first.returncode == 0 and second.returncode == 0, first.output[-2000:] + second.output[-2000:]
+    summaries = [first.summary(first.run_dirs("first")[0]), second.summary(second.run_dirs("second")[0])]
+    assert "cached" not in summaries[0]["eval"]["baseline"]["reasoning_gym_heldout"]
+    assert summaries[1]["eval"]["baseline"]["reasoning_gym_heldout"]["cached"] is True
+    one_step = max(s["timings"]["max_step_s"] + (s["timings"]["mean_checkpoint_save_s"] or 0) for s in summaries)
+    assert summaries[0]["budget"]["baseline_evaluation_s"] > one_step  # counted, it would show as a difference
+    trained = [s["budget"]["training_s"] for s in summaries]
+    assert abs(trained[0] - trained[1]) <= one_step and all(15.0 - one_step <= t <= 15.0 for t in trained)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import ROOT
+from conftest import compose_config as composed
 
-from conftest import ROOT, compose_config as composed
 from rlvr_sweeps.budget import Budget
 from rlvr_sweeps.checks import check_config, check_context
 from rlvr_sweeps.errors import UserError
@@ -42,12 +43,21 @@ def test_every_group_has_choices():
 def test_default_is_the_offline_embedded_run():
     cfg = composed()
     assert (cfg.model.name, cfg.data.source, cfg.budget.name, cfg.generation.use_vllm, cfg.logger.mode) == (
-        "smollm2", "reasoning_gym", "smoke", False, "offline")
+        "smollm2",
+        "reasoning_gym",
+        "smoke",
+        False,
+        "offline",
+    )
 
 
 def test_a_gpu_budget_brings_gpu_settings_and_the_command_line_still_wins():
     gpu = composed("budget=a40_24h")
-    assert (gpu.generation.use_vllm, gpu.trainer.max_completion_length, gpu.lora.merge_for_rollouts) == (True, 3584, True)
+    assert (gpu.generation.use_vllm, gpu.trainer.max_completion_length, gpu.lora.merge_for_rollouts) == (
+        True,
+        3584,
+        True,
+    )
     assert gpu.eval.sampling.n == 16  # the research default; only the smoke budget lowers it
     chosen = composed("budget=a40_24h", "generation=hf", "trainer=grpo_cpu")
     assert (chosen.generation.use_vllm, chosen.trainer.max_completion_length) == (False, 128)
@@ -67,7 +77,12 @@ def test_lora_alpha_absolute_wins_over_ratio():
 def test_study_experiment_sets_the_gpu_setting():
     cfg = composed("experiment=study")
     assert (cfg.model.id, cfg.budget.minutes, cfg.data.path, cfg.generation.use_vllm, cfg.name) == (
-        "Qwen/Qwen2.5-1.5B-Instruct", 1260, "knoveleng/open-rs", True, "study")
+        "Qwen/Qwen2.5-1.5B-Instruct",
+        1260,
+        "knoveleng/open-rs",
+        True,
+        "study",
+    )
     assert cfg.trainer.disable_dropout is True and cfg.lora.dropout == 0.0  # the policy ratio is 1 on policy
     selection = cfg.eval.selection
     assert (cfg.eval.select_on, selection.n, selection.max_problems) == ("math500", 4, 100)
@@ -77,7 +92,8 @@ def test_study_experiment_sets_the_gpu_setting():
 def test_the_study_evaluates_each_model_up_to_its_own_limit(model, limit):
     cfg = composed("experiment=study", f"model={model}")
     assert {name: b.max_new_tokens for name, b in cfg.eval.benchmarks.items()} == dict.fromkeys(
-        ["math500", "aime24", "aime25", "amc23"], limit)
+        ["math500", "aime24", "aime25", "amc23"], limit
+    )
     assert cfg.trainer.max_completion_length == 3584  # training's limit is independent of it
     check_context(cfg)  # everything fits its context
 
@@ -87,7 +103,10 @@ def test_the_study_evaluates_each_model_up_to_its_own_limit(model, limit):
     [
         (("budget.minutes=-5",), "budget.minutes=-5"),
         (("budget.minutes=0",), "more than 0"),
-        (("model=math", "experiment=study", "eval.sampling.max_new_tokens=8192"), "does not fit the 4096-token context"),
+        (
+            ("model=math", "experiment=study", "eval.sampling.max_new_tokens=8192"),
+            "does not fit the 4096-token context",
+        ),
         (("model=math", "experiment=study", "trainer.max_completion_length=4096"), "leaves no room for a prompt"),
         (("data.path=/no/such/file.jsonl",), "data=reasoning_gym generates its problems"),
         (("data=open_rs", "data.path=/no/such/file.jsonl"), "does not exist"),
@@ -96,8 +115,18 @@ def test_the_study_evaluates_each_model_up_to_its_own_limit(model, limit):
         (("eval.sampling.n=2",), "Pass@4"),
         (("eval.select_on=reasoning_gym_heldout", "eval.selection.k=[8]"), "eval.selection"),
     ],
-    ids=["negative-budget", "zero-budget", "eval-beyond-context", "training-beyond-context", "path-for-generated-data",
-         "missing-local-data", "unknown-reward", "bad-rank", "n-below-k", "selection-k-above-n"],
+    ids=[
+        "negative-budget",
+        "zero-budget",
+        "eval-beyond-context",
+        "training-beyond-context",
+        "path-for-generated-data",
+        "missing-local-data",
+        "unknown-reward",
+        "bad-rank",
+        "n-below-k",
+        "selection-k-above-n",
+    ],
 )
 def test_check_config_refuses_bad_settings_with_one_line(overrides, message):
     cfg = composed(*overrides)
@@ -134,7 +163,9 @@ def test_fields_owned_by_other_groups_are_refused(tmp_path):
 
 
 def test_trl_refusals_become_user_errors(tmp_path):
-    cfg = composed("trainer.per_device_train_batch_size=5", "trainer.gradient_accumulation_steps=1", "trainer.num_generations=4")
+    cfg = composed(
+        "trainer.per_device_train_batch_size=5", "trainer.gradient_accumulation_steps=1", "trainer.num_generations=4"
+    )
     with pytest.raises(UserError, match="TRL refused"):
         grpo_config(cfg, output_dir=str(tmp_path), hardware=CPU, run_name="t", reward_weights=[1.0])
 

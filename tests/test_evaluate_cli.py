@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -18,8 +17,14 @@ SMALL_EVAL = ("eval.sampling.n=4", "eval.sampling.k=[1,4]")
 
 def evaluate(tmp_path, model_cache, *args: str) -> dict:
     env = {**os.environ, "RLVR_SWEEPS_RUNS": str(tmp_path / "runs"), "RLVR_SWEEPS_CACHE": str(model_cache)}
-    done = subprocess.run([sys.executable, "-m", "rlvr_sweeps.evaluate", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "rlvr_sweeps.evaluate", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     (summary,) = (tmp_path / "runs" / "evaluate").glob("*/summary.json")
     return json.loads(summary.read_text())
@@ -41,8 +46,16 @@ def test_standalone_evaluation_reproduces_the_runs_final_numbers(launch, tmp_pat
 
 
 def test_checkpoint_selection_evaluates_every_checkpoint_and_picks_the_best(launch):
-    result = launch("model=tiny", "budget.max_steps=3", "trainer.save_steps=1", "trainer.save_total_limit=1",
-                    "eval.select_on=reasoning_gym_heldout", "eval.baseline=false", "trainer.learning_rate=0.05", *SMALL_EVAL)
+    result = launch(
+        "model=tiny",
+        "budget.max_steps=3",
+        "trainer.save_steps=1",
+        "trainer.save_total_limit=1",
+        "eval.select_on=reasoning_gym_heldout",
+        "eval.baseline=false",
+        "trainer.learning_rate=0.05",
+        *SMALL_EVAL,
+    )
     assert result.returncode == 0, result.output
     (run_dir,) = result.run_dirs()
     summary = result.summary(run_dir)

@@ -63,20 +63,32 @@ def bench(n=4, ks=(1, 4)) -> Benchmark:
 
 
 def test_score_counts_truncated_completions_as_wrong(verifier):
-    problems = [{"problem_id": "a", "answer": "2", "question": "1+1"}, {"problem_id": "b", "answer": "3", "question": "1+2"}]
+    problems = [
+        {"problem_id": "a", "answer": "2", "question": "1+1"},
+        {"problem_id": "b", "answer": "3", "question": "1+2"},
+    ]
     completions = [
-        [Completion("\\boxed{2}", 5, False), Completion("\\boxed{2}", 32, True), Completion("\\boxed{5}", 6, False), Completion("", 32, True)],
+        [
+            Completion("\\boxed{2}", 5, False),
+            Completion("\\boxed{2}", 32, True),
+            Completion("\\boxed{5}", 6, False),
+            Completion("", 32, True),
+        ],
         [Completion("\\boxed{1}", 5, False)] * 4,
     ]
     metrics, samples = score(bench(), problems, completions, verifier)
     assert metrics["pass@1"] == pytest.approx(1 / 8)  # only the first completion counts; the truncated "2" does not
     assert metrics["pass@4"] == pytest.approx(0.5)
-    assert metrics["truncated"] == pytest.approx(2 / 8) and metrics["mean_length"] == pytest.approx((5 + 32 + 6 + 32 + 20) / 8)
+    assert metrics["truncated"] == pytest.approx(2 / 8) and metrics["mean_length"] == pytest.approx(
+        (5 + 32 + 6 + 32 + 20) / 8
+    )
     assert [s.correct for s in samples[:4]] == [True, False, False, False] and samples[1].extracted == "2"
 
 
 def test_n_below_k_is_refused_with_the_fix():
-    cfg = OmegaConf.create({"benchmarks": {"aime24": {"n": 4, "k": [1, 16], "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 8}}})
+    cfg = OmegaConf.create(
+        {"benchmarks": {"aime24": {"n": 4, "k": [1, 16], "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 8}}}
+    )
     with pytest.raises(UserError, match="eval.sampling.n to at least 16"):
         benchmarks_from_config(cfg)
 
@@ -88,7 +100,44 @@ def test_selection_benchmark_must_be_evaluated():
 
 
 def test_flat_metrics_have_stable_names_and_deltas():
-    flat = flat_metrics({"baseline": {"aime24": {"pass@1": 0.289, "pass@16": 0.6, "problems": 30}},
-                         "final": {"aime24": {"pass@1": 0.4, "pass@16": 0.7, "problems": 30}}})
+    flat = flat_metrics(
+        {
+            "baseline": {"aime24": {"pass@1": 0.289, "pass@16": 0.6, "problems": 30}},
+            "final": {"aime24": {"pass@1": 0.4, "pass@16": 0.7, "problems": 30}},
+        }
+    )
     assert flat["eval/aime24/pass@1"] == 0.4 and flat["baseline/aime24/pass@1"] == 0.289
     assert flat["delta/aime24/pass@1"] == pytest.approx(0.111) and "eval/aime24/problems" not in flat
+
+
+def test_the_baseline_cache_key_changes_with_everything_that_changes_a_baseline(monkeypatch):
+    from dataclasses import replace
+
+    from rlvr_sweeps import evaluation
+
+    prompt = OmegaConf.create({"system": None, "template": "{question}\nAnswer in \\boxed{}."})
+    eval_cfg = OmegaConf.create({"seed": 0, "batch_size": 64})
+    problems = OmegaConf.create({"source": "reasoning_gym", "seed": 1, "size": 16})
+    benchmark = Benchmark("b", problems, 4, (1, 4), 0.6, 0.95, 64)
+
+    def key(model="folder@None:auto", bench=benchmark, prompt_cfg=prompt, cfg=eval_cfg, backend="HF", exclude=()):
+        return evaluation.baseline_cache_key(model, bench, prompt_cfg, cfg, backend, set(exclude))
+
+    same = key()
+    assert key() == same
+    changed = {
+        "model revision": key(model="folder@v2:auto"),
+        "dtype": key(model="folder@None:bfloat16"),
+        "benchmark problems": key(bench=replace(benchmark, cfg=OmegaConf.merge(problems, {"seed": 2}))),
+        "samples per problem": key(bench=replace(benchmark, n=8)),
+        "temperature": key(bench=replace(benchmark, temperature=1.0)),
+        "max_new_tokens": key(bench=replace(benchmark, max_new_tokens=128)),
+        "problem subset": key(bench=replace(benchmark, max_problems=8)),
+        "prompt": key(prompt_cfg=OmegaConf.create({"system": "Be brief.", "template": "{question}"})),
+        "seed": key(cfg=OmegaConf.create({"seed": 1, "batch_size": 64})),
+        "backend": key(backend="TrainerVLLMGenerator"),
+        "excluded problems": key(exclude=["1 + 1"]),
+    }
+    assert all(value != same for value in changed.values()), [k for k, v in changed.items() if v == same]
+    monkeypatch.setattr(evaluation.metadata, "version", lambda name: "9.9.9")
+    assert key() != same  # another version of this project may score differently

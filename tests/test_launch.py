@@ -19,7 +19,9 @@ def test_one_run_trains_evaluates_and_records_everything(launch):
     result = launch(*TINY, *SMALL_EVAL, env={"WANDB_API_KEY": SECRET})
     assert result.returncode == 0, result.output
     (run_dir,) = result.run_dirs()
-    assert run_dir.name == "budget.max_steps=3,eval.sampling.k=[1,4],eval.sampling.n=4,model=tiny"  # named by its overrides
+    assert (
+        run_dir.name == "budget.max_steps=3,eval.sampling.k=[1,4],eval.sampling.n=4,model=tiny"
+    )  # named by its overrides
     summary = result.summary(run_dir)
     assert (summary["status"], summary["stop_reason"], summary["global_step"]) == ("completed", "max_steps", 3)
     assert summary["budget"]["generated_tokens"] > 0 and summary["budget"]["device_hours"] > 0
@@ -34,12 +36,25 @@ def test_one_run_trains_evaluates_and_records_everything(launch):
     assert (run_dir / "checkpoints" / "checkpoint-3" / "adapter_model.safetensors").exists()
     assert (run_dir / "final" / "adapter_model.safetensors").exists()
     for phase in ("baseline", "final"):  # evaluated before and after training, sample by sample
-        samples = [json.loads(line) for line in (run_dir / "eval" / phase / "reasoning_gym_heldout.jsonl").read_text().splitlines()]
-        assert len(samples) == 16 * 4 and {"problem_id", "sample", "extracted", "correct", "length", "truncated"} <= set(samples[0])
-        assert summary["eval"][phase]["reasoning_gym_heldout"]["pass@1"] == sum(s["correct"] for s in samples) / len(samples)
+        samples = [
+            json.loads(line)
+            for line in (run_dir / "eval" / phase / "reasoning_gym_heldout.jsonl").read_text().splitlines()
+        ]
+        assert len(samples) == 16 * 4 and {
+            "problem_id",
+            "sample",
+            "extracted",
+            "correct",
+            "length",
+            "truncated",
+        } <= set(samples[0])
+        assert summary["eval"][phase]["reasoning_gym_heldout"]["pass@1"] == sum(s["correct"] for s in samples) / len(
+            samples
+        )
     metrics = summary["metrics"]
     assert metrics["delta/reasoning_gym_heldout/pass@1"] == pytest.approx(
-        metrics["eval/reasoning_gym_heldout/pass@1"] - metrics["baseline/reasoning_gym_heldout/pass@1"])
+        metrics["eval/reasoning_gym_heldout/pass@1"] - metrics["baseline/reasoning_gym_heldout/pass@1"]
+    )
     offline = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(offline) == 1 and summary["wandb"]["sync_command"].startswith("wandb sync ")
     for path in run_dir.rglob("*"):  # the API key from the environment is written nowhere
@@ -81,8 +96,12 @@ def test_full_fine_tuning_is_the_reference_point(launch):
 
 
 def test_unreachable_wandb_keeps_the_run_and_names_the_sync_command(launch):
-    result = launch(*TINY, "logger.mode=online", "logger.init_timeout_s=5",
-                    env={"WANDB_API_KEY": SECRET, "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    result = launch(
+        *TINY,
+        "logger.mode=online",
+        "logger.init_timeout_s=5",
+        env={"WANDB_API_KEY": SECRET, "WANDB_BASE_URL": "http://127.0.0.1:9"},
+    )
     assert result.returncode == 0, result.output
     summary = result.summary(result.run_dirs()[0])
     assert summary["status"] == "completed" and summary["wandb"]["mode"] == "offline"
@@ -104,8 +123,16 @@ def test_local_dataset_with_column_mapping(launch, tmp_path):
     "overrides,env,expected",
     [
         (("model=nope",), {}, ["Available options", "smollm2", "tiny"]),
-        (("model=instruct",), {"HF_ENDPOINT": "http://127.0.0.1:9"}, ["cannot be reached", "model=smollm2", "model.path="]),
-        (("model=tiny", "data=gsm8k"), {"HF_ENDPOINT": "http://127.0.0.1:9"}, ["cannot be reached", "data=reasoning_gym"]),
+        (
+            ("model=instruct",),
+            {"HF_ENDPOINT": "http://127.0.0.1:9"},
+            ["cannot be reached", "model=smollm2", "model.path="],
+        ),
+        (
+            ("model=tiny", "data=gsm8k"),
+            {"HF_ENDPOINT": "http://127.0.0.1:9"},
+            ["cannot be reached", "data=reasoning_gym"],
+        ),
         (("model=tiny", "+trainer.learning_rte=1"), {}, ["learning_rate"]),
         (("model=tiny", "lora.rank=0"), {}, ["lora=none"]),
         (("model=tiny", "eval.sampling.n=2"), {}, ["Pass@4", "eval.sampling.n to at least 4"]),
@@ -139,7 +166,9 @@ def test_dry_run_prints_the_plan_and_trains_nothing(launch):
 def test_dry_run_of_a_sweep_prints_one_line_per_run_and_the_total(launch):
     done = launch("lora.rank=8", "model=tiny", "budget.max_steps=2", "eval=[]")  # one of the four is done already
     assert done.returncode == 0, done.output
-    result = launch("-m", "lora.rank=8,64", "model=tiny", "budget.max_steps=2", "eval=[],[reasoning_gym_heldout]", "dry_run=true")
+    result = launch(
+        "-m", "lora.rank=8,64", "model=tiny", "budget.max_steps=2", "eval=[],[reasoning_gym_heldout]", "dry_run=true"
+    )
     assert result.returncode == 0, result.output
     plan = [line for line in result.stdout.splitlines() if line.startswith(("run ", "skip "))]
     assert len(plan) == 4 and [line.split()[0] for line in plan].count("skip") == 1

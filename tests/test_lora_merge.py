@@ -7,18 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from omegaconf import OmegaConf
 
-from conftest import ROOT
 from rlvr_sweeps.lora_merge import lora_layers, merged_lora
-from rlvr_sweeps.models import model_folder
-
-TINY = OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(model_cache) -> Path:
-    return Path(model_folder(TINY, model_cache))
 
 
 def lora_model(folder: Path, rank: int, dtype=torch.float32, dropout: float = 0.0):
@@ -26,9 +18,12 @@ def lora_model(folder: Path, rank: int, dtype=torch.float32, dropout: float = 0.
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype),
-                           LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules="all-linear",
-                                      task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(folder, dtype=dtype),
+        LoraConfig(
+            r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"
+        ),
+    )
     generator = torch.Generator().manual_seed(rank)
     for name, param in model.named_parameters():
         if "lora_B" in name:
@@ -102,21 +97,35 @@ def test_grpo_rollouts_run_on_the_merged_adapter(tiny_folder, tmp_path):
     from rlvr_sweeps.hardware import Hardware
     from rlvr_sweeps.trainer import RLVRTrainer, grpo_config, lora_config
 
-    cfg = OmegaConf.create({
-        "trainer": {"num_generations": 4, "per_device_train_batch_size": 4, "max_completion_length": 8, "logging_steps": 1,
-                    "save_strategy": "no", "seed": 0},
-        "generation": {"use_vllm": False},
-        "budget": {"max_steps": 1},
-    })
-    args = grpo_config(cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t", reward_weights=[1.0])
+    cfg = OmegaConf.create(
+        {
+            "trainer": {
+                "num_generations": 4,
+                "per_device_train_batch_size": 4,
+                "max_completion_length": 8,
+                "logging_steps": 1,
+                "save_strategy": "no",
+                "seed": 0,
+            },
+            "generation": {"use_vllm": False},
+            "budget": {"max_steps": 1},
+        }
+    )
+    args = grpo_config(
+        cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t", reward_weights=[1.0]
+    )
     lora = OmegaConf.load(ROOT / "conf" / "lora" / "default.yaml")
     seen = {}
     for merge in (True, False):
-        trainer = RLVRTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_folder),
-                              reward_funcs=[lambda completions, **kw: [float(len(str(c))) for c in completions]],
-                              args=args, train_dataset=Dataset.from_list([{"prompt": f"Add {i} and {i}."} for i in range(8)]),
-                              processing_class=AutoTokenizer.from_pretrained(tiny_folder), peft_config=lora_config(lora),
-                              merge_lora_for_rollouts=merge)
+        trainer = RLVRTrainer(
+            model=AutoModelForCausalLM.from_pretrained(tiny_folder),
+            reward_funcs=[lambda completions, **kw: [float(len(str(c))) for c in completions]],
+            args=args,
+            train_dataset=Dataset.from_list([{"prompt": f"Add {i} and {i}."} for i in range(8)]),
+            processing_class=AutoTokenizer.from_pretrained(tiny_folder),
+            peft_config=lora_config(lora),
+            merge_lora_for_rollouts=merge,
+        )
         layer = lora_layers(trainer.model)[0]
         states = []
         layer.register_forward_pre_hook(lambda module, inputs: states.append((torch.is_grad_enabled(), module.merged)))

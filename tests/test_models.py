@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import ROOT
 from omegaconf import OmegaConf
 
-from conftest import ROOT
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.hardware import Hardware
 from rlvr_sweeps.models import load_model, model_folder
@@ -37,12 +37,15 @@ def test_random_model_is_deterministic_and_cached_per_shape(tmp_path):
     assert model_folder(model_cfg("tiny"), tmp_path) == a
     wider = model_folder(model_cfg("tiny", hidden_size=256, intermediate_size=512), tmp_path)
     assert wider != a
-    other = tmp_path / "other"
-    assert (other / "models").exists() is False
-    b = model_folder(model_cfg("tiny"), other)
+    assert len(list((tmp_path / "models").glob("tiny-*"))) == 2  # built once per shape, no leftovers
+    b = model_folder(model_cfg("tiny"), tmp_path / "other")  # built again, elsewhere, from the same seed
+    assert b != a
     import safetensors.torch as st
 
-    assert all((st.load_file(f"{a}/model.safetensors")[k] == v).all() for k, v in st.load_file(f"{b}/model.safetensors").items())
+    assert all(
+        (st.load_file(f"{a}/model.safetensors")[k] == v).all()
+        for k, v in st.load_file(f"{b}/model.safetensors").items()
+    )
 
 
 def test_uncached_hub_model_without_hub_access_fails_fast_with_the_offline_choices(tmp_path, monkeypatch):

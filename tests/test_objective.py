@@ -4,16 +4,23 @@ loss forward agree exactly, so the policy ratio is exactly 1 on policy (on every
 from __future__ import annotations
 
 import torch
-
 from conftest import compose_config
+
 from rlvr_sweeps.hardware import Hardware
 from rlvr_sweeps.trainer import RLVRTrainer, grpo_config, lora_config
 
 # The study as composed (trainer=grpo, lora=default), on the tiny model with transformers rollouts and
 # short completions; generation every 2 optimizer steps makes TRL compute the old log-probs, as it
 # always does on the vLLM path (importance-sampling correction).
-STUDY = ("experiment=study", "model=tiny", "generation=hf", "eval=[]", "budget.max_steps=1",
-         "trainer.max_completion_length=8", "+trainer.steps_per_generation=8")
+STUDY = (
+    "experiment=study",
+    "model=tiny",
+    "generation=hf",
+    "eval=[]",
+    "budget.max_steps=1",
+    "trainer.max_completion_length=8",
+    "+trainer.steps_per_generation=8",
+)
 
 
 class RatioRecorder(RLVRTrainer):
@@ -37,11 +44,18 @@ def study_trainer(tiny_folder, tmp_path, *overrides: str) -> RatioRecorder:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = compose_config(*STUDY, *overrides)
-    args = grpo_config(cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t", reward_weights=[1.0])
+    args = grpo_config(
+        cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t", reward_weights=[1.0]
+    )
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Add {i} and {i}."}]} for i in range(64)])
-    trainer = RatioRecorder(model=AutoModelForCausalLM.from_pretrained(tiny_folder), args=args, train_dataset=dataset,
-                            reward_funcs=[lambda completions, **kw: [len(c[-1]["content"]) / 10 for c in completions]],
-                            processing_class=AutoTokenizer.from_pretrained(tiny_folder), peft_config=lora_config(cfg.lora))
+    trainer = RatioRecorder(
+        model=AutoModelForCausalLM.from_pretrained(tiny_folder),
+        args=args,
+        train_dataset=dataset,
+        reward_funcs=[lambda completions, **kw: [len(c[-1]["content"]) / 10 for c in completions]],
+        processing_class=AutoTokenizer.from_pretrained(tiny_folder),
+        peft_config=lora_config(cfg.lora),
+    )
     trainer.ratios, trainer._old_logps = [], None
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # an adapter that has trained already: at B = 0 the LoRA path (and its dropout) adds nothing

@@ -9,20 +9,29 @@ from types import SimpleNamespace
 
 import pytest
 import trl
+from conftest import ROOT
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 from trl import GRPOTrainer
 
-from conftest import ROOT
 from rlvr_sweeps.data import build_train_dataset, render_prompt
 from rlvr_sweeps.evaluation import Evaluator
 from rlvr_sweeps.models import model_folder
 
 TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 R1_BOS = "<｜begin▁of▁sentence｜>"
-PROMPT = OmegaConf.create({"system": None, "template": "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."})
-DATA = OmegaConf.create({"name": "rg", "source": "reasoning_gym", "seed": 0, "size": 12,
-                         "generators": {"basic_arithmetic": {"weight": 1}, "gsm_symbolic": {"weight": 1}}})
+PROMPT = OmegaConf.create(
+    {"system": None, "template": "{question}\nPlease reason step by step, and put your final answer within \\boxed{}."}
+)
+DATA = OmegaConf.create(
+    {
+        "name": "rg",
+        "source": "reasoning_gym",
+        "seed": 0,
+        "size": 12,
+        "generators": {"basic_arithmetic": {"weight": 1}, "gsm_symbolic": {"weight": 1}},
+    }
+)
 EVAL = OmegaConf.create({"benchmarks": {}, "select_on": None})
 
 
@@ -31,7 +40,9 @@ def composed_tokenizer(tiny_folder: Path, template: str):
     tokenizer = AutoTokenizer.from_pretrained(tiny_folder)
     tokenizer.chat_template = (TEMPLATES / f"{template}.jinja").read_text()
     if template == "deepseek_r1_distill":
-        tokenizer.add_special_tokens({"bos_token": R1_BOS, "additional_special_tokens": ["<｜User｜>", "<｜Assistant｜>", "<think>"]})
+        tokenizer.add_special_tokens(
+            {"bos_token": R1_BOS, "additional_special_tokens": ["<｜User｜>", "<｜Assistant｜>", "<think>"]}
+        )
         tokenizer.add_bos_token = True  # as the R1-Distill tokenizer: plain encoding adds BOS as well
     return tokenizer
 
@@ -39,15 +50,24 @@ def composed_tokenizer(tiny_folder: Path, template: str):
 @pytest.fixture(scope="module")
 def tokenizers(tiny_folder, model_cache) -> dict:
     smollm2 = model_folder(OmegaConf.load(ROOT / "conf" / "model" / "smollm2.yaml"), model_cache)
-    return {"tiny": AutoTokenizer.from_pretrained(tiny_folder), "smollm2": AutoTokenizer.from_pretrained(smollm2),
-            "qwen2_5": composed_tokenizer(tiny_folder, "qwen2_5"),
-            "deepseek_r1_distill": composed_tokenizer(tiny_folder, "deepseek_r1_distill")}
+    return {
+        "tiny": AutoTokenizer.from_pretrained(tiny_folder),
+        "smollm2": AutoTokenizer.from_pretrained(smollm2),
+        "qwen2_5": composed_tokenizer(tiny_folder, "qwen2_5"),
+        "deepseek_r1_distill": composed_tokenizer(tiny_folder, "deepseek_r1_distill"),
+    }
 
 
 def trl_prompt_ids(tokenizer, prompts: list) -> list[list[int]]:
     """TRL's own GRPOTrainer._tokenize_prompts, on the attributes it reads for text-only chats."""
-    trainer = SimpleNamespace(_is_vlm=False, environment_factories=None, processing_class=tokenizer, tools=None,
-                              chat_template=None, chat_template_kwargs={})
+    trainer = SimpleNamespace(
+        _is_vlm=False,
+        environment_factories=None,
+        processing_class=tokenizer,
+        tools=None,
+        chat_template=None,
+        chat_template_kwargs={},
+    )
     return GRPOTrainer._tokenize_prompts(trainer, prompts)[0]
 
 
@@ -68,5 +88,7 @@ def test_a_template_that_writes_bos_gets_exactly_one(tokenizers):
     (ids,) = evaluator.prompt_ids([{"question": "What is 2 + 3?"}])
     assert ids[0] == bos and ids.count(bos) == 1
     # the text an engine used to get, tokenized by the engine's own tokenizer, starts with two
-    text = tokenizer.apply_chat_template(render_prompt("What is 2 + 3?", PROMPT, True), add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        render_prompt("What is 2 + 3?", PROMPT, True), add_generation_prompt=True, tokenize=False
+    )
     assert tokenizer(text)["input_ids"][:2] == [bos, bos]

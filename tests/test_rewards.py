@@ -58,7 +58,9 @@ def test_adversarial_completions_in_a_worker_thread(verifier):
 
     def work():
         try:
-            results.append(reward(completions=[*ADVERSARIAL.values(), "\\boxed{42}"], answer=["42"] * (len(ADVERSARIAL) + 1)))
+            results.append(
+                reward(completions=[*ADVERSARIAL.values(), "\\boxed{42}"], answer=["42"] * (len(ADVERSARIAL) + 1))
+            )
         except BaseException as err:  # noqa: BLE001
             errors.append(err)
 
@@ -100,4 +102,6 @@ def test_reward_functions_and_weights_follow_the_config(verifier):
     functions, weights = build_reward_functions(cfg, verifier)
     assert [f.__name__ for f in functions] == ["accuracy_reward", "format_reward"] and weights == [1.0, 0.25]
     with pytest.raises(UserError, match="available"):
-        build_reward_functions(OmegaConf.create({"weights": {"accuracy": 1.0, "lenght": 1.0}, "max_chars": 100}), verifier)
+        build_reward_functions(
+            OmegaConf.create({"weights": {"accuracy": 1.0, "lenght": 1.0}, "max_chars": 100}), verifier
+        )

@@ -23,9 +23,24 @@ from rlvr_sweeps.significance import Interval, paired_bootstrap, per_problem_acc
 def write_samples(path: Path, outcomes: dict[str, list[bool]]) -> None:
     """Per-sample records shaped like the Evaluator's eval/<phase>/<benchmark>.jsonl."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"problem_id": problem, "sample": i, "answer": "1", "extracted": None,
-                                        "correct": ok, "length": 10, "truncated": False}) + "\n"
-                            for problem, samples in outcomes.items() for i, ok in enumerate(samples)))
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "problem_id": problem,
+                    "sample": i,
+                    "answer": "1",
+                    "extracted": None,
+                    "correct": ok,
+                    "length": 10,
+                    "truncated": False,
+                }
+            )
+            + "\n"
+            for problem, samples in outcomes.items()
+            for i, ok in enumerate(samples)
+        )
+    )
 
 
 def pattern(*counts: int, n: int = 4) -> dict[str, list[bool]]:
@@ -41,8 +56,11 @@ HAND_DELTA = (0.25 + 0.5 + 0.0 - 0.25) / 4  # 0.125
 
 def test_read_outcomes_groups_samples_by_problem_in_sample_order(tmp_path):
     path = tmp_path / "b.jsonl"
-    lines = [{"problem_id": "q", "sample": 1, "correct": False}, {"problem_id": "q", "sample": 0, "correct": True},
-             {"problem_id": 7, "sample": 0, "correct": True}]
+    lines = [
+        {"problem_id": "q", "sample": 1, "correct": False},
+        {"problem_id": "q", "sample": 0, "correct": True},
+        {"problem_id": 7, "sample": 0, "correct": True},
+    ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + "\n")
     assert read_outcomes(path) == {"q": [True, False], "7": [True]}
 
@@ -136,12 +154,19 @@ def pass1(outcomes: dict[str, list[bool]]) -> float:
 
 def write_run(run_dir: Path, rank: int, final: dict[str, list[bool]], seed: int = 0) -> None:
     base, end = pass1(BASELINE), pass1(final)
-    summary = {"status": "completed", "global_step": 2, "lora": {"rank": rank, "alpha": 2 * rank},
-               "metrics": {"eval/b/pass@1": end, "baseline/b/pass@1": base, "delta/b/pass@1": end - base}}
+    summary = {
+        "status": "completed",
+        "global_step": 2,
+        "lora": {"rank": rank, "alpha": 2 * rank},
+        "metrics": {"eval/b/pass@1": end, "baseline/b/pass@1": base, "delta/b/pass@1": end - base},
+    }
     run_dir.mkdir(parents=True)
     (run_dir / "summary.json").write_text(json.dumps(summary))
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "tiny"}, "lora": {"rank": rank},
-                                                         "trainer": {"seed": seed, "learning_rate": 1e-5}}))
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(
+            {"model": {"name": "tiny"}, "lora": {"rank": rank}, "trainer": {"seed": seed, "learning_rate": 1e-5}}
+        )
+    )
     write_samples(run_dir / "eval" / "baseline" / "b.jsonl", BASELINE)
     write_samples(run_dir / "eval" / "final" / "b.jsonl", final)
 
@@ -173,8 +198,17 @@ def test_analysis_writes_the_significance_table_and_interval_columns(sweep, tmp_
     assert r"\toprule" in (out / "significance.tex").read_text()
 
     table = pd.read_csv(out / "b_pass1.csv", index_col="init")
-    assert list(table.columns) == ["baseline", "r=8", "r=64", "r=8_delta", "r=8_delta_ci_low", "r=8_delta_ci_high",
-                                   "r=64_delta", "r=64_delta_ci_low", "r=64_delta_ci_high"]
+    assert list(table.columns) == [
+        "baseline",
+        "r=8",
+        "r=64",
+        "r=8_delta",
+        "r=8_delta_ci_low",
+        "r=8_delta_ci_high",
+        "r=64_delta",
+        "r=64_delta_ci_low",
+        "r=64_delta_ci_high",
+    ]
     assert table.loc["tiny", "r=64"] == "75.0 (+50.0*)" and table.loc["tiny", "r=8"] == "25.0 (+0.0)"
     for rank in (8, 64):
         compared = rows.loc[f"r={rank} vs baseline"]
@@ -223,8 +257,12 @@ class WandbRun:
 
     def __init__(self, rank: int, final: dict[str, list[bool]]):
         self.name, self.config = f"rank{rank}", {"model": {"name": "tiny"}, "trainer": {"seed": 0}}
-        self.summary = {"status": "completed", "lora/rank": rank, "eval/b/pass@1": pass1(final),
-                        "baseline/b/pass@1": pass1(BASELINE)}
+        self.summary = {
+            "status": "completed",
+            "lora/rank": rank,
+            "eval/b/pass@1": pass1(final),
+            "baseline/b/pass@1": pass1(BASELINE),
+        }
 
     def scan_history(self, keys):
         return []

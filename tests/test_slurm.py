@@ -11,14 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
 
 CLUSTER = ROOT / "scripts" / "slurm" / "cluster.sh"
-SMALL = ("model=tiny", "eval.sampling.n=2", "eval.sampling.k=[1,2]", "hydra/launcher=slurm_a40",
-         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=3")
+SMALL = (
+    "model=tiny",
+    "eval.sampling.n=2",
+    "eval.sampling.k=[1,2]",
+    "hydra/launcher=slurm_a40",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=3",
+)
 
 
 @pytest.fixture(scope="session")
@@ -37,13 +42,24 @@ def slurm_conf():
 @pytest.fixture
 def sweep(tmp_path, model_cache, slurm_conf):
     runs = tmp_path / "runs"
-    env = {**os.environ, "SLURM_CONF": slurm_conf, "RLVR_SWEEPS_RUNS": str(runs), "RLVR_SWEEPS_CACHE": str(model_cache),
-           "WANDB_SILENT": "true"}
+    env = {
+        **os.environ,
+        "SLURM_CONF": slurm_conf,
+        "RLVR_SWEEPS_RUNS": str(runs),
+        "RLVR_SWEEPS_CACHE": str(model_cache),
+        "WANDB_SILENT": "true",
+    }
     env.pop("WANDB_API_KEY", None)
 
     def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", *SMALL, *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "launch.py"), "-m", *SMALL, *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     run.runs = runs
     run.env = env
@@ -71,7 +87,11 @@ def test_a_2x2_sweep_of_single_gpu_jobs_comes_back(sweep):
     assert len(runs) == 4 and all(s["status"] == "completed" and s["global_step"] == 2 for s in runs.values())
     seeds = lambda s: next(o for o in s["overrides"] if o.startswith("trainer.seed="))  # noqa: E731
     assert {(s["lora"]["rank"], seeds(s)) for s in runs.values()} == {
-        (8, "trainer.seed=0"), (8, "trainer.seed=1"), (64, "trainer.seed=0"), (64, "trainer.seed=1")}
+        (8, "trainer.seed=0"),
+        (8, "trainer.seed=1"),
+        (64, "trainer.seed=0"),
+        (64, "trainer.seed=1"),
+    }
     assert len({s["slurm_job_id"] for s in runs.values()}) == 4  # one SLURM job each
     assert "4 completed" in done.stdout
 
@@ -89,10 +109,15 @@ def test_a_requeued_job_resumes_from_its_checkpoint(sweep):
         return next(iter(runs.values())) if runs and next(iter(runs.values())).get("global_step", 0) >= 8 else None
 
     before = wait_for(progress, 300, "training to reach step 8")
-    requeued = subprocess.run(["scontrol", "requeue", str(before["slurm_job_id"])], env=sweep.env, capture_output=True, text=True)
+    requeued = subprocess.run(
+        ["scontrol", "requeue", str(before["slurm_job_id"])], env=sweep.env, capture_output=True, text=True
+    )
     assert requeued.returncode == 0, requeued.stderr
-    after = wait_for(lambda: next((s for s in summaries(folder).values() if s["status"] == "completed"), None), 600,
-                     "the requeued run to complete")
+    after = wait_for(
+        lambda: next((s for s in summaries(folder).values() if s["status"] == "completed"), None),
+        600,
+        "the requeued run to complete",
+    )
     run_dir = Path(after["run_dir"])
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 41))  # every step once: none lost, none duplicated
@@ -105,7 +130,13 @@ def test_a_requeued_job_resumes_from_its_checkpoint(sweep):
 
 
 def test_a_failing_job_is_reported_as_failed_and_retried_on_relaunch(sweep):
-    args = ("name=broken", "data=open_rs", "data.path=/nonexistent/problems.jsonl", "budget.max_steps=1", "hydra.launcher.wait=true")
+    args = (
+        "name=broken",
+        "data=open_rs",
+        "data.path=/nonexistent/problems.jsonl",
+        "budget.max_steps=1",
+        "hydra.launcher.wait=true",
+    )
     done = sweep(*args)
     assert done.returncode != 0 and "1 of 1 runs did not complete" in done.stderr
     assert "Traceback" not in done.stderr
@@ -113,7 +144,43 @@ def test_a_failing_job_is_reported_as_failed_and_retried_on_relaunch(sweep):
     assert summary["status"] == "failed" and "/nonexistent/problems.jsonl" in summary["error"]
     assert "failed" in done.stdout and "/nonexistent/problems.jsonl" in done.stdout  # in the sweep's table
 
-    status = subprocess.run([sys.executable, "-m", "rlvr_sweeps.sweep", str(sweep.runs / "broken")], capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "rlvr_sweeps.sweep", str(sweep.runs / "broken")], capture_output=True, text=True
+    )
     assert status.returncode == 1 and "failed" in status.stdout
     plan = sweep(*args, "dry_run=true")
     assert "retry after failure" in plan.stdout and "submitted" not in plan.stdout
+
+
+def test_a_run_longer_than_the_partitions_max_time_finishes_across_jobs(sweep):
+    """The partition `short` allows 2 minutes per job; the run needs more (start-up + 75 s of training):
+    each job asks for the cap, is warned (USR2) before its limit, saves, requeues itself, and the next
+    job trains what is left of the budget."""
+    args = (
+        "name=capped",
+        "hydra.launcher.partition=short",
+        "hydra.launcher.max_time_min=2",
+        "hydra.launcher.signal_delay_s=30",
+        "budget.minutes=1.25",
+        "eval=[]",
+        "logger=none",
+        "trainer.max_completion_length=8",
+        "trainer.num_train_epochs=100",
+    )
+    plan = sweep(*args, "dry_run=true")
+    assert plan.returncode == 0 and "0:02" in plan.stdout, plan.stdout + plan.stderr  # capped at the MaxTime
+    submitted = sweep(*args)
+    assert submitted.returncode == 0 and "1 jobs queued" in submitted.stdout, submitted.stdout + submitted.stderr
+    folder = sweep.runs / "capped"
+    done = wait_for(
+        lambda: next((s for s in summaries(folder).values() if s["status"] == "completed"), None),
+        600,
+        "the capped run to complete",
+    )
+    time_limits = {a["slurm_job_id"] for a in done["attempts"]}
+    assert len(done["attempts"]) >= 2 and len(time_limits) == 1  # one job, requeued at its time limit
+    steps = [json.loads(line)["step"] for line in (Path(done["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, done["global_step"] + 1))  # no step lost or repeated
+    budget, timings = done["budget"], done["timings"]
+    assert done["stop_reason"] == "wall_clock"
+    assert budget["limit_s"] - 2 * timings["max_step_s"] - 1 <= budget["training_s"] <= budget["limit_s"]  # all, once

@@ -17,18 +17,10 @@ pytest.importorskip("vllm")
 pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
 
 import torch  # noqa: E402
+from conftest import DISTRIBUTED_ENV, ROOT  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from conftest import DISTRIBUTED_ENV, ROOT  # noqa: E402
 from rlvr_sweeps.hardware import Hardware  # noqa: E402
-from rlvr_sweeps.models import model_folder  # noqa: E402
-
-TINY = OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(model_cache) -> Path:
-    return Path(model_folder(TINY, model_cache))
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +29,10 @@ def random_adapter(tiny_folder, tmp_path_factory) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_folder),
-                           LoraConfig(r=64, lora_alpha=128, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_folder),
+        LoraConfig(r=64, lora_alpha=128, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     torch.manual_seed(0)
     for name, param in model.named_parameters():
         if "lora_B" in name:
@@ -52,8 +46,14 @@ def evaluate(tmp_path, model_cache, *args) -> dict:
     runs = tmp_path / "runs"
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
     env.update(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(model_cache))
-    done = subprocess.run([sys.executable, "-m", "rlvr_sweeps.evaluate", "model=tiny", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "rlvr_sweeps.evaluate", "model=tiny", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (summary,) = (runs / "evaluate").glob("*/summary.json")  # each call has its own runs folder
     folder = summary.parent
@@ -92,27 +92,59 @@ def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, 
         return [len(completion_text(c)) / 100 for c in completions]
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_folder)
-    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Add {i} and {i}."}], "answer": str(2 * i)} for i in range(32)])
-    cfg = OmegaConf.create({
-        "trainer": {"learning_rate": 0.05, "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 16,
-                    "logging_steps": 1, "save_strategy": "no", "seed": 0, "lr_scheduler_type": "constant"},
-        "generation": {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3},
-        "budget": {"max_steps": 2},
-    })
-    args = grpo_config(cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t",
-                       reward_weights=[1.0])
-    lora = OmegaConf.create({"rank": 8, "alpha": 16, "alpha_ratio": None, "dropout": 0.0, "target_modules": "all-linear", "use_rslora": False})
-    trainer = RLVRTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_folder), reward_funcs=[length_reward], args=args,
-                          train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(lora))
+    dataset = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": f"Add {i} and {i}."}], "answer": str(2 * i)} for i in range(32)]
+    )
+    cfg = OmegaConf.create(
+        {
+            "trainer": {
+                "learning_rate": 0.05,
+                "num_generations": 4,
+                "per_device_train_batch_size": 8,
+                "max_completion_length": 16,
+                "logging_steps": 1,
+                "save_strategy": "no",
+                "seed": 0,
+                "lr_scheduler_type": "constant",
+            },
+            "generation": {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3},
+            "budget": {"max_steps": 2},
+        }
+    )
+    args = grpo_config(
+        cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t", reward_weights=[1.0]
+    )
+    lora = OmegaConf.create(
+        {
+            "rank": 8,
+            "alpha": 16,
+            "alpha_ratio": None,
+            "dropout": 0.0,
+            "target_modules": "all-linear",
+            "use_rslora": False,
+        }
+    )
+    trainer = RLVRTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_folder),
+        reward_funcs=[length_reward],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(lora),
+    )
+    frozen = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if "lora_" not in name}
     trainer.train()
     trainer.vllm_generation.sync_weights()  # what evaluation does before sampling
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(frozen[name], after[name]) for name in frozen)  # every sync left the base bit-exact
 
     text = "<|im_start|>user\nAdd 3 and 3.<|im_end|>\n<|im_start|>assistant\n12 + 3 = 15"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     from vllm import SamplingParams, TokensPrompt
 
-    out = trainer.vllm_generation.llm.generate([TokensPrompt(prompt_token_ids=ids)],
-                                               SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)[0]
+    out = trainer.vllm_generation.llm.generate(
+        [TokensPrompt(prompt_token_ids=ids)], SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False
+    )[0]
     vllm_logprobs = torch.tensor([next(iter(p.values())).logprob for p in out.prompt_logprobs[1:]])
 
     def hf_logprobs(model) -> torch.Tensor:
@@ -129,9 +161,18 @@ def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, 
 
 
 def test_launch_with_vllm_rollouts_trains_and_evaluates(launch):
-    result = launch("model=tiny", "generation=vllm", "budget.max_steps=2", "eval.sampling.n=4", "eval.sampling.k=[1,4]",
-                    timeout=1200)
+    result = launch(
+        "model=tiny",
+        "generation=vllm",
+        "budget.max_steps=2",
+        "eval.sampling.n=4",
+        "eval.sampling.k=[1,4]",
+        timeout=1200,
+    )
     assert result.returncode == 0, result.output[-4000:]
     summary = result.summary(result.run_dirs()[0])
     assert summary["status"] == "completed" and summary["global_step"] == 2
-    assert "eval/reasoning_gym_heldout/pass@1" in summary["metrics"] and "baseline/reasoning_gym_heldout/pass@1" in summary["metrics"]
+    assert (
+        "eval/reasoning_gym_heldout/pass@1" in summary["metrics"]
+        and "baseline/reasoning_gym_heldout/pass@1" in summary["metrics"]
+    )

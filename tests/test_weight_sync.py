@@ -1,6 +1,7 @@
 """TRL's vLLM weight sync, driven for real (TRL's VLLMGeneration.sync_weights) with a stub engine that
-records what it receives: in bf16 the frozen base stays bit-exact over many syncs, and the engine
-gets W + scale * B @ A rounded once. Runs on CUDA when there is one (scripts/gpu_check.sh)."""
+checks what it receives: in bf16 the frozen base stays bit-exact over many syncs, and the engine
+gets W + scale * B @ A rounded once. Runs on CUDA when there is one, and on the Qwen2.5-1.5B shape with
+RLVR_TEST_MODEL=qwen1_5b_shape (scripts/gpu_check.sh does both)."""
 
 from __future__ import annotations
 
@@ -9,33 +10,42 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import ROOT
 from omegaconf import OmegaConf
 
-from conftest import ROOT
 from rlvr_sweeps.lora_merge import lora_layers
 from rlvr_sweeps.models import model_folder
 from rlvr_sweeps.vllm_backend import exact_weight_sync
 
 DEVICE = os.environ.get("RLVR_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+MODEL = os.environ.get("RLVR_TEST_MODEL", "tiny")
 SYNCS = 50
 
 
 class StubEngine:
-    """What TRL's colocated sync talks to: llm.llm_engine.model_executor.driver_worker.model_runner.model."""
+    """What TRL's colocated sync talks to (llm.llm_engine.model_executor.driver_worker.model_runner.model):
+    compares each tensor it receives with `expected` (when set) as it arrives."""
 
     def __init__(self):
-        self.received: list[dict[str, torch.Tensor]] = []  # one dict per completed sync
-        self._loading: dict[str, torch.Tensor] = {}
+        self.expected: dict[str, torch.Tensor] | None = None
+        self.received: set[str] = set()
+        self.mismatched_syncs = 0
+        self._mismatch = False
         runner = SimpleNamespace(model=SimpleNamespace(load_weights=self._load_weights))
-        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=SimpleNamespace(model_runner=runner)))
+        executor = SimpleNamespace(driver_worker=SimpleNamespace(model_runner=runner))
+        self.llm_engine = SimpleNamespace(model_executor=executor)
 
     def _load_weights(self, weights):
         for name, tensor in weights:
-            self._loading[name] = tensor.detach().clone()
+            self.received.add(name)
+            if self.expected is not None:
+                self._mismatch |= not torch.equal(tensor, self.expected[name])
 
     def reset_prefix_cache(self):  # the sync's last call
-        self.received.append(self._loading)
-        self._loading = {}
+        self.mismatched_syncs += self._mismatch
+        if self.expected is not None:
+            assert self.received == self.expected.keys()
+        self._mismatch, self.received = False, set()
 
 
 def colocated_sync(model, engine: StubEngine):
@@ -45,14 +55,20 @@ def colocated_sync(model, engine: StubEngine):
 
     generation = object.__new__(VLLMGeneration)
     accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None, fsdp_plugin=None), is_main_process=True)
-    generation.__dict__.update(model=model, mode="colocate", enable_sleep_mode=False, llm=engine, accelerator=accelerator,
-                               _dist=DistributedBackend(accelerator))
+    generation.__dict__.update(
+        model=model,
+        mode="colocate",
+        enable_sleep_mode=False,
+        llm=engine,
+        accelerator=accelerator,
+        _dist=DistributedBackend(accelerator),
+    )
     return generation
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(model_cache):
-    return model_folder(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"), model_cache)
+def model_dir(model_cache):
+    return model_folder(OmegaConf.load(ROOT / "conf" / "model" / f"{MODEL}.yaml"), model_cache)
 
 
 def bf16_lora_model(folder, rank: int = 16):
@@ -60,7 +76,9 @@ def bf16_lora_model(folder, rank: int = 16):
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).to(DEVICE)
-    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     return model
 
 
@@ -83,7 +101,9 @@ def expected_weights(model) -> dict[str, torch.Tensor]:
     for layer in lora_layers(model):
         weight = layer.get_base_layer().weight.data
         expected[id(layer.get_base_layer().weight)] = weight + layer.get_delta_weight("default").to(weight.dtype)
-    return {vllm_name(name): expected.get(id(p), p.data) for name, p in model.named_parameters() if "lora_" not in name}
+    return {
+        vllm_name(name): expected.get(id(p), p.data) for name, p in model.named_parameters() if "lora_" not in name
+    }
 
 
 def base_tensors(model) -> dict[str, torch.Tensor]:
@@ -96,29 +116,24 @@ def drive_syncs(model, exact: bool):
     if exact:
         exact_weight_sync(generation)
     original = base_tensors(model)
-    mismatched_syncs = 0
     for i in range(SYNCS):
         perturb_adapter(model, seed=i)
-        expected = expected_weights(model) if exact else None
+        engine.expected = expected_weights(model) if exact else None
         generation.sync_weights()
-        if exact:
-            received = engine.received[-1]
-            assert received.keys() == expected.keys()
-            mismatched_syncs += any(not torch.equal(received[k], expected[k]) for k in expected)
-    return original, base_tensors(model), mismatched_syncs
+    return original, base_tensors(model), engine.mismatched_syncs
 
 
-def test_exact_sync_keeps_the_frozen_base_bit_exact_and_hands_over_w_plus_delta(tiny_folder):
-    model = bf16_lora_model(tiny_folder)
+def test_exact_sync_keeps_the_frozen_base_bit_exact_and_hands_over_w_plus_delta(model_dir):
+    model = bf16_lora_model(model_dir)
     original, after, mismatched_syncs = drive_syncs(model, exact=True)
     assert mismatched_syncs == 0  # every sync handed the engine W + scale * B @ A, rounded once
     assert all(torch.equal(original[name], after[name]) for name in original)
     assert not any(layer.merged for layer in lora_layers(model))
 
 
-def test_trls_own_sync_drifts_in_bf16(tiny_folder):
+def test_trls_own_sync_drifts_in_bf16(model_dir):
     """Why the exact sync exists: TRL's merge_adapter / unmerge_adapter round the live base weights."""
-    model = bf16_lora_model(tiny_folder)
+    model = bf16_lora_model(model_dir)
     original, after, _ = drive_syncs(model, exact=False)
     drifted = [name for name in original if not torch.equal(original[name], after[name])]
     assert drifted and all("base_layer" in name for name in drifted)

@@ -45,7 +45,11 @@ class _SweepLauncherMixin:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             HydraConfig.instance().set_config(config)  # resolves ${hydra:...} in the folder name
             run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-            plans.append(plan_run(config, run_dir, [o for o in filter_overrides(overrides) if not o.startswith("dry_run=")], cap))
+            plans.append(
+                plan_run(
+                    config, run_dir, [o for o in filter_overrides(overrides) if not o.startswith("dry_run=")], cap
+                )
+            )
             dry_run = dry_run or bool(config.dry_run)
         HydraConfig.instance().set_config(self.config)
         return plans, dry_run
@@ -53,14 +57,22 @@ class _SweepLauncherMixin:
     def _executor(self, plans):
         import submitit
 
-        init = {"folder": self.params["submitit_folder"], f"{self._EXECUTOR}_max_num_timeout": self.params.get("max_num_timeout", 0)}
+        init = {
+            "folder": self.params["submitit_folder"],
+            f"{self._EXECUTOR}_max_num_timeout": self.params.get("max_num_timeout", 0),
+        }
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
         base = set(OmegaConf.structured(BaseQueueConf).keys())
         params = dict(self.params)
         if not params.get("timeout_min"):  # one limit for the job array: the longest job it holds
             params["timeout_min"] = max(p.job_minutes for p in plans if p.action == "run")
-        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()
-                                      if k not in {"submitit_folder", "max_num_timeout"}})
+        executor.update_parameters(
+            **{
+                k if k in base else f"{self._EXECUTOR}_{k}": v
+                for k, v in params.items()
+                if k not in {"submitit_folder", "max_num_timeout"}
+            }
+        )
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -68,24 +80,42 @@ class _SweepLauncherMixin:
 
         plans, dry_run = self._plan(job_overrides)
         print(format_plan(plans), flush=True)
-        returns = [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value={"status": p.status, "plan": asdict(p)})
-                   for o, p in zip(job_overrides, plans)]
+        returns = [
+            JobReturn(
+                overrides=list(o), status=JobStatus.COMPLETED, _return_value={"status": p.status, "plan": asdict(p)}
+            )
+            for o, p in zip(job_overrides, plans)
+        ]
         todo = [i for i, p in enumerate(plans) if p.action == "run"]
         if dry_run or not todo:
             return returns
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        job_params = [(list(job_overrides[i]), "hydra.sweep.dir", initial_job_idx + i, f"job_id_for_{initial_job_idx + i}",
-                       Singleton.get_state()) for i in todo]
+        job_params = [
+            (
+                list(job_overrides[i]),
+                "hydra.sweep.dir",
+                initial_job_idx + i,
+                f"job_id_for_{initial_job_idx + i}",
+                Singleton.get_state(),
+            )
+            for i in todo
+        ]
         jobs = self._executor(plans).map_array(self, *zip(*job_params))
         for i, job in zip(todo, jobs):
             print(f"submitted {job.job_id}: {plans[i].overrides or '(defaults)'} -> {plans[i].run_dir}", flush=True)
         if not self.wait:
-            print(f"{len(jobs)} jobs queued; follow them with `squeue` and `python -m rlvr_sweeps.sweep "
-                  f"{self.config.hydra.sweep.dir}`; each run's W&B run is named by its overrides, "
-                  f"in group {self.config.name!r}.", flush=True)
+            print(
+                f"{len(jobs)} jobs queued; follow them with `squeue` and `python -m rlvr_sweeps.sweep "
+                f"{self.config.hydra.sweep.dir}`; each run's W&B run is named by its overrides, "
+                f"in group {self.config.name!r}.",
+                flush=True,
+            )
             for i, job in zip(todo, jobs):
-                returns[i] = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED,
-                                       _return_value={"status": "submitted", "job_id": job.job_id, "run_dir": plans[i].run_dir})
+                returns[i] = JobReturn(
+                    overrides=list(job_overrides[i]),
+                    status=JobStatus.COMPLETED,
+                    _return_value={"status": "submitted", "job_id": job.job_id, "run_dir": plans[i].run_dir},
+                )
             return returns
         job_errors = {}
         for i, job in zip(todo, jobs):  # wait; what each run did is recorded in its run folder
@@ -109,9 +139,14 @@ class _SweepLauncherMixin:
         print(format_status(summaries), flush=True)
         failed = [s for s in summaries if s.get("status") != "completed"]
         if failed:
-            raise UserError(f"{len(failed)} of {len(plans)} runs did not complete; their errors are listed above and "
-                            f"kept in each run's summary.json. Relaunching the sweep retries them.")
-        return [JobReturn(overrides=p.overrides.split(), status=JobStatus.COMPLETED, _return_value=s) for p, s in zip(plans, summaries)]
+            raise UserError(
+                f"{len(failed)} of {len(plans)} runs did not complete; their errors are listed above and "
+                f"kept in each run's summary.json. Relaunching the sweep retries them."
+            )
+        return [
+            JobReturn(overrides=p.overrides.split(), status=JobStatus.COMPLETED, _return_value=s)
+            for p, s in zip(plans, summaries)
+        ]
 
 
 class SlurmSweepLauncher(_SweepLauncherMixin, SlurmLauncher):

@@ -240,6 +240,8 @@ AccountingStoragePass=$MUNGE_SOCK
 AccountingStorageTRES=gres/gpu
 NodeName=$node NodeAddr=127.0.0.1 NodeHostname=$node CPUs=$ncpu$layout RealMemory=$realmem Gres=gpu:a40:$NGPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=$node Default=YES MaxTime=7-00:00:00 State=UP
+# A partition whose MaxTime is below a run's budget, as 24 h GPU partitions are for long studies.
+PartitionName=short Nodes=$node MaxTime=2 State=UP
 EOF
 
   # Fake GPUs: File= must name character devices (symlinks to /dev/null); a count-only

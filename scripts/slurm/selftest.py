@@ -18,6 +18,7 @@ Checks:
   (d) a cancelled job shows state CANCELLED and result() raises instead of hanging.
 Prints a table of timings; exits non-zero when a check fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -172,7 +173,10 @@ def check_gpu_jobs(folder: Path, timings: dict) -> None:
         results.append(job.result())
     timings["(a) 2 gres jobs, submit -> both results"] = time.time() - t0
     for r in results:
-        check(bool(r["CUDA_VISIBLE_DEVICES"]), f"job {r['SLURM_JOB_ID']} CUDA_VISIBLE_DEVICES={r['CUDA_VISIBLE_DEVICES']}")
+        check(
+            bool(r["CUDA_VISIBLE_DEVICES"]),
+            f"job {r['SLURM_JOB_ID']} CUDA_VISIBLE_DEVICES={r['CUDA_VISIBLE_DEVICES']}",
+        )
     check(
         results[0]["CUDA_VISIBLE_DEVICES"] != results[1]["CUDA_VISIBLE_DEVICES"],
         "the two jobs got different GPUs",
@@ -193,7 +197,9 @@ def check_gpu_jobs(folder: Path, timings: dict) -> None:
     wait_done(job, 120)
     r = job.result()
     timings["(a) 1 job slurm_gpus_per_node='a40:1'"] = time.time() - t0
-    check(bool(r["CUDA_VISIBLE_DEVICES"]), f"gpus_per_node='a40:1' job CUDA_VISIBLE_DEVICES={r['CUDA_VISIBLE_DEVICES']}")
+    check(
+        bool(r["CUDA_VISIBLE_DEVICES"]), f"gpus_per_node='a40:1' job CUDA_VISIBLE_DEVICES={r['CUDA_VISIBLE_DEVICES']}"
+    )
 
 
 def check_failure(folder: Path, timings: dict) -> None:
@@ -287,7 +293,9 @@ def run_requeue_jobs(folder: Path, timings: dict, total: int, at_step: int) -> N
         timings[f"(b) {k} requeue -> restart"] = restart_delay
         timings[f"(b) {k} submit -> result"] = t_end - t_submit
     r1, r2 = jobs["b1"].result(), jobs["b2"].result()
-    check(r1["checkpoint_calls"] == 0, "b1 (scontrol requeue): checkpoint() not called (SIGTERM is ignored by submitit)")
+    check(
+        r1["checkpoint_calls"] == 0, "b1 (scontrol requeue): checkpoint() not called (SIGTERM is ignored by submitit)"
+    )
     check(
         r2["checkpoint_calls"] == 1 and r2["resumed_from_checkpoint"] >= at_step,
         f"b2 (USR2): checkpoint() called once and state restored from it (step {r2['resumed_from_checkpoint']})",
@@ -305,7 +313,11 @@ def main() -> int:
         print("SLURM_CONF is not set: run  . ${RLVR_SLURM_DIR:-/tmp/rlvr-slurm}/env.sh  first", file=sys.stderr)
         return 2
     base = Path(os.environ.get("RLVR_SLURM_DIR", "/tmp/rlvr-slurm"))
-    folder = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="selftest-", dir=base if base.is_dir() else None))
+    folder = (
+        Path(args.folder)
+        if args.folder
+        else Path(tempfile.mkdtemp(prefix="selftest-", dir=base if base.is_dir() else None))
+    )
     folder.mkdir(parents=True, exist_ok=True)
     print(f"submitit folder: {folder}")
 

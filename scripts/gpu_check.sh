@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU checks of the study path, in one command, without network:
+#   1. the exact vLLM weight sync on CUDA in bf16 (TRL's own sync_weights, 50 syncs, Qwen2.5-1.5B shape):
+#      the frozen base stays bit-exact and the engine gets W + scale * B @ A rounded once;
+#   2. GRPO steps with merged rollouts at LoRA ranks 8 and 256 on the Qwen2.5-1.5B shape in bf16 (random
+#      weights, the GPU baseline's workload: 2 prompts x 8 completions of 512 tokens after 128-token
+#      prompts): s/step, generation s, peak memory - to set beside ../shared/reference/gpu_baseline.md.
+#
+#   scripts/gpu_check.sh           # on one GPU: under 8 minutes
+#   scripts/gpu_check.sh --tiny    # the same on the tiny model, anywhere (CPU too): try it here first
+#
+# The GPU machines have torch, transformers and PEFT but not TRL, datasets, hydra or pytest: what is
+# missing is installed into $PYTHON's environment from scripts/gpu_wheels/ (fill it with
+# scripts/gpu_wheels.sh where PyPI is reachable; at most 64 MiB); the lent machine is thrown away afterwards. Output: one table on stdout, the rows
+# as JSON in $OUT (default: a new temporary folder).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL=qwen1_5b_shape STEPS=3 PROMPT_TOKENS=128 COMPLETION_TOKENS=512
+if [[ "${1:-}" == "--tiny" ]]; then
+  MODEL=tiny STEPS=2 PROMPT_TOKENS=16 COMPLETION_TOKENS=16
+fi
+PYTHON="${PYTHON:-python3}"
+OUT="${OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
+started=$(date +%s)
+
+if ! "$PYTHON" -c "import trl, datasets, hydra, omegaconf, pytest" 2>/dev/null; then
+  if ! ls scripts/gpu_wheels/*.whl >/dev/null 2>&1; then
+    echo "TRL, datasets, hydra or pytest is missing and scripts/gpu_wheels/ is empty: run scripts/gpu_wheels.sh" \
+      "on a machine that reaches PyPI, then carry scripts/gpu_wheels along." >&2
+    exit 2
+  fi
+  "$PYTHON" -m pip install -q --no-index --no-deps scripts/gpu_wheels/*.whl  # into $PYTHON's environment
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" RLVR_SWEEPS_CACHE="$OUT/cache" HF_HUB_OFFLINE=1 WANDB_MODE=disabled
+"$PYTHON" -c "import torch, transformers, peft, trl; print('torch', torch.__version__, '| transformers', \
+transformers.__version__, '| peft', peft.__version__, '| trl', trl.__version__, '|', \
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA: cpu')"
+
+echo "== 1. exact vLLM weight sync ($MODEL, bf16, 50 syncs)"
+sync_status=passed
+RLVR_TEST_MODEL=$MODEL "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_weight_sync.py || sync_status=FAILED
+
+echo "== 2. GRPO steps with merged rollouts ($MODEL, ranks 8 and 256)"
+"$PYTHON" benchmarks/grpo_step.py --model "$MODEL" --prompts 2 --generations 8 --prompt-tokens "$PROMPT_TOKENS" \
+  --completion-tokens "$COMPLETION_TOKENS" --ranks 8 256 --rollouts merged --steps "$STEPS" --json "$OUT/grpo_steps.json"
+
+echo "exact weight sync: $sync_status; rows in $OUT/grpo_steps.json; $(($(date +%s) - started)) s in all"
+[[ $sync_status == passed ]]
