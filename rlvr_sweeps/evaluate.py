@@ -3,7 +3,9 @@
     python -m rlvr_sweeps.evaluate model=smollm2 eval=[reasoning_gym_heldout]
     python -m rlvr_sweeps.evaluate model=smollm2 adapter=runs/default/default eval.backend=vllm
 
-Writes summary.json (eval/<benchmark>/pass@k ...) and per-sample records into its own run folder.
+Writes summary.json (eval/<benchmark>/pass@k ...) and per-sample records into its own run folder. As
+in training, the problems of `data` are left out of the benchmarks: with the run's own overrides, the
+numbers are the run's final ones.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from . import resolvers  # noqa: F401 - registers the resolvers the configs use
+from .data import load_problems
 from .errors import UserError
 from .evaluation import Evaluator, benchmarks_from_config, flat_metrics
 from .hardware import detect_hardware
@@ -79,7 +82,10 @@ def evaluate(cfg: DictConfig) -> dict:
                 model = PeftModel.from_pretrained(model, str(adapter))
             tokenizer = loaded.tokenizer
             generator = HFGenerator(model, tokenizer, cfg.eval.batch_size)
-        results = Evaluator(cfg.eval, cfg.prompt, tokenizer, verifier, record.dir / "eval").run(generator, "final")
+        trained_on = {p["question"] for p in load_problems(cfg.data)}  # left out of the benchmarks, as in training
+        out = record.dir / "eval"
+        evaluator = Evaluator(cfg.eval, cfg.prompt, tokenizer, verifier, out, exclude_questions=trained_on)
+        results = evaluator.run(generator, "final")
         summary = record.update_summary(
             status="completed",
             backend=backend,

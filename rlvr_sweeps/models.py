@@ -97,7 +97,10 @@ def _hub_model(model_cfg: DictConfig) -> str:
 
 
 def _cached(cache_dir: Path, model_cfg: DictConfig, build) -> Path:
-    """Build a model folder once per distinct config; an atomic rename publishes it."""
+    """Build a model folder once per distinct config. Jobs that need it at the same time wait for the
+    one that builds it (a file lock; an SFT init takes minutes), and an atomic rename publishes it."""
+    from filelock import FileLock
+
     spec = OmegaConf.to_container(model_cfg, resolve=True)
     for key in ("dtype", "attn_implementation", "trust_remote_code", "path", "revision", "eval_max_new_tokens"):
         spec.pop(key, None)
@@ -106,18 +109,17 @@ def _cached(cache_dir: Path, model_cfg: DictConfig, build) -> Path:
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        log.info("Preparing model %s once in %s", model_cfg.name, target)
-        build(model_cfg, staging)
-        (staging / "rlvr_model_spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").exists():  # built by another job meanwhile
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
+            log.info("Preparing model %s once in %s", model_cfg.name, target)
+            build(model_cfg, staging)
+            (staging / "rlvr_model_spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
             os.rename(staging, target)
-        except OSError:  # another job published it first
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

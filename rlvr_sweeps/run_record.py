@@ -158,7 +158,7 @@ class RunIdentity:
     overrides: list[str]
     """The command-line overrides of this run."""
     run_name: str
-    """The overrides as one string (`default` for none): the W&B run name."""
+    """The run folder's name (its overrides, shortened with a hash when long; `default` for none): the W&B run name."""
     choices: dict
     """The config group choices (model, lora, budget, ...)."""
 
@@ -170,7 +170,7 @@ def run_identity() -> RunIdentity:
     return RunIdentity(
         run_dir=hydra.runtime.output_dir,
         overrides=list(hydra.overrides.task),
-        run_name=hydra.job.override_dirname or "default",
+        run_name=Path(hydra.runtime.output_dir).name,  # the folder's name: the same key locally and in W&B
         choices={k: v for k, v in hydra.runtime.choices.items() if not k.startswith("hydra")},
     )
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +52,67 @@ def compose_config(*overrides: str):
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory) -> Path:
-    """One cache of built models per test session (the tiny model is built once)."""
-    return tmp_path_factory.mktemp("model-cache")
+def model_cache(tmp_path_factory, worker_id) -> Path:
+    """One cache of built models and baselines per test session, shared by pytest-xdist's workers (the
+    builds are locked and published atomically, as for concurrent SLURM jobs)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if worker_id != "master" else base) / "model-cache"
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+@contextmanager
+def environment(**values: str):
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def train_in_process(runs: Path, cache: Path, *overrides: str) -> dict:
+    """`python launch.py <overrides>` in this process: the same composition, run folder and train(); for
+    tests that need trained runs rather than launch.py's exit code and messages (no interpreter start-up)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    import rlvr_sweeps.resolvers  # noqa: F401
+    from rlvr_sweeps.train import train
+
+    with environment(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(cache), WANDB_SILENT="true"):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...} in the run folder's name
+        run_dir = str(cfg.hydra.run.dir)
+        OmegaConf.set_readonly(cfg.hydra, False)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = run_dir
+        HydraConfig.instance().set_config(cfg)
+        return train(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+
+
+def launch_env(runs: Path, cache: Path, extra: dict | None = None) -> dict:
+    """The environment of a launch.py subprocess: its own runs folder, the session's model cache, no
+    W&B key unless given, and none of the distributed variables an in-process vLLM test leaves behind."""
+    env = {
+        **os.environ,
+        "RLVR_SWEEPS_RUNS": str(runs),
+        "RLVR_SWEEPS_CACHE": str(cache),
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "0",
+        **(extra or {}),
+    }
+    if "WANDB_API_KEY" not in (extra or {}):
+        env.pop("WANDB_API_KEY", None)
+    for leaked in DISTRIBUTED_ENV:
+        env.pop(leaked, None)
+    return env
 
 
 @pytest.fixture
@@ -62,21 +121,10 @@ def launch(tmp_path, model_cache):
 
     def run(*args: str, env: dict | None = None, timeout: float = 600) -> Launch:
         runs = tmp_path / "runs"
-        full_env = {
-            **os.environ,
-            "RLVR_SWEEPS_RUNS": str(runs),
-            "RLVR_SWEEPS_CACHE": str(model_cache),
-            "WANDB_SILENT": "true",
-            "HYDRA_FULL_ERROR": "0",
-            **(env or {}),
-        }
-        full_env.pop("WANDB_API_KEY", None) if env is None or "WANDB_API_KEY" not in env else None
-        for leaked in DISTRIBUTED_ENV:  # set in this process by an in-process colocated vLLM test (TRL, accelerate)
-            full_env.pop(leaked, None)
         done = subprocess.run(
             [sys.executable, str(ROOT / "launch.py"), *args],
             cwd=tmp_path,
-            env=full_env,
+            env=launch_env(runs, model_cache, env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -94,3 +142,53 @@ def tiny_folder(model_cache) -> Path:
     from rlvr_sweeps.models import model_folder
 
     return Path(model_folder(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"), model_cache))
+
+
+# A sweep that learns something in seconds: tiny_math (the tiny model after a little SFT on 1-digit sums)
+# on data=sums, so that rewards vary, the adapter moves and checkpoints score differently; checkpoint
+# selection on the held-out sums with the final evaluation's own sampling.
+TINY_SWEEP = (
+    "name=tiny_sweep",
+    "model=tiny_math",
+    "data=sums",
+    "eval=[sums_heldout]",
+    "budget.max_steps=6",
+    "trainer.save_steps=2",
+    "trainer.learning_rate=0.003",
+    "trainer.max_completion_length=16",
+    "eval.sampling.n=4",
+    "eval.sampling.k=[1,4]",
+    "eval.select_on=sums_heldout",
+    "eval.selection.n=4",
+    "eval.selection.k=[1,4]",
+)
+
+
+@dataclass
+class Sweep:
+    """The tiny sweep's folder, and its runs by (rank, seed); rank None is full fine-tuning."""
+
+    folder: Path
+    runs: dict
+
+    def run_dir(self, rank=8, seed=0) -> Path:
+        return Path(self.runs[(rank, seed)]["run_dir"])
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, model_cache) -> Sweep:
+    """2 LoRA ranks x 2 seeds, a run that fails while loading its data, and full fine-tuning without
+    evaluation: trained in this process once per session (mark users xdist_group("tiny_sweep"))."""
+    runs = tmp_path_factory.mktemp("tiny-sweep") / "runs"
+    done = {}
+    for rank in (8, 64):
+        for seed in (0, 1):
+            arm = (f"lora.rank={rank}", f"trainer.seed={seed}")
+            done[(rank, seed)] = train_in_process(runs, model_cache, *TINY_SWEEP, *arm)
+    wrong_columns = runs.parent / "wrong_columns.jsonl"  # fails while loading its data, after W&B has started
+    wrong_columns.write_text('{"question": "1 + 1?", "solution": "2"}\n')
+    with pytest.raises(Exception, match="no column"):
+        train_in_process(runs, model_cache, *TINY_SWEEP, "lora.rank=256", "data=open_rs", f"data.path={wrong_columns}")
+    plain = [o for o in TINY_SWEEP if not o.startswith(("eval", "trainer.save"))]  # no evaluation at all
+    done[(None, 0)] = train_in_process(runs, model_cache, *plain, "lora=none", "eval=[]")
+    return Sweep(runs / "tiny_sweep", done)

@@ -12,65 +12,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
 
 from analysis.__main__ import main as analysis_main
 from analysis.sources import load_local, load_wandb
 from analysis.tables import GAP, all_tables, bootstrap_ci, metric_table
+from conftest import ROOT
 
-SMALL_EVAL = ("eval.sampling.n=4", "eval.sampling.k=[1,4]")
+pytestmark = pytest.mark.xdist_group("tiny_sweep")
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, model_cache):
-    """A real offline sweep of tiny runs: 2 ranks x 2 seeds, plus a failed run and one without evaluation."""
-    runs = tmp_path_factory.mktemp("sweep") / "runs"
-    env = {**os.environ, "RLVR_SWEEPS_RUNS": str(runs), "RLVR_SWEEPS_CACHE": str(model_cache), "WANDB_SILENT": "true"}
-    env.pop("WANDB_API_KEY", None)
-
-    def launch(*args):
-        return subprocess.run(
-            [sys.executable, str(ROOT / "launch.py"), *args],
-            cwd=runs.parent,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-
-    done = launch(
-        "-m",
-        "lora.rank=8,64",
-        "trainer.seed=0,1",
-        "model=tiny",
-        "budget.max_steps=2",
-        "trainer.learning_rate=0.05",
-        *SMALL_EVAL,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    wrong_columns = runs.parent / "wrong_columns.jsonl"  # fails while loading the data, after W&B has started
-    wrong_columns.write_text('{"question": "1 + 1?", "solution": "2"}\n')
-    assert (
-        launch(
-            "lora.rank=256", "model=tiny", "trainer.learning_rate=0.05", "data=open_rs", f"data.path={wrong_columns}"
-        ).returncode
-        != 0
-    )
-    assert (
-        launch("lora=none", "model=tiny", "budget.max_steps=2", "trainer.learning_rate=0.05", "eval=[]").returncode
-        == 0
-    )
-    return runs / "default"
+def sweep(tiny_sweep) -> Path:
+    """A real offline sweep (conftest.tiny_sweep): 2 ranks x 2 seeds, a failed run and one without evaluation."""
+    return tiny_sweep.folder
 
 
-def recomputed_pass1(run_dir: Path, benchmark: str = "reasoning_gym_heldout", phase: str = "final") -> float:
+def recomputed_pass1(run_dir: Path, benchmark: str = "sums_heldout", phase: str = "final") -> float:
     samples = [json.loads(line) for line in (run_dir / "eval" / phase / f"{benchmark}.jsonl").read_text().splitlines()]
     return sum(s["correct"] for s in samples) / len(samples)
 
 
 def test_table_cells_equal_a_recomputation_from_the_run_records(sweep):
     runs, _ = load_local([str(sweep)])
-    table = metric_table(runs, "reasoning_gym_heldout", "pass@1", collapse_margin=0.02)
+    table = metric_table(runs, "sums_heldout", "pass@1", collapse_margin=0.02)
     for rank in (8, 64):
         run_dirs = [
             d
@@ -81,17 +45,18 @@ def test_table_cells_equal_a_recomputation_from_the_run_records(sweep):
         ]
         assert len(run_dirs) == 2
         expected = np.mean([recomputed_pass1(d) for d in run_dirs])  # from the per-sample records
-        assert table.values.loc["tiny", rank] == pytest.approx(expected)
+        assert table.values.loc["tiny_math", rank] == pytest.approx(expected)
         baseline = np.mean([recomputed_pass1(d, phase="baseline") for d in run_dirs])
-        assert table.values.loc["tiny", "baseline"] == pytest.approx(baseline)
-        assert "[" in table.frame.loc["tiny", f"r={rank}"]  # two seeds: a bootstrap interval
+        assert table.values.loc["tiny_math", "baseline"] == pytest.approx(baseline)
+        assert "[" in table.frame.loc["tiny_math", f"r={rank}"]  # two seeds: a bootstrap interval
 
 
 def test_failed_runs_and_missing_metrics_are_marked_gaps(sweep):
     runs, _ = load_local([str(sweep)])
-    table = metric_table(runs, "reasoning_gym_heldout", "pass@1", collapse_margin=0.02)
-    assert table.frame.loc["tiny", "r=256"] == f"{GAP} (failed)" and math.isnan(table.values.loc["tiny", 256])
-    assert table.frame.loc["tiny", "full FT"] == f"{GAP} (missing)"  # trained without evaluation
+    table = metric_table(runs, "sums_heldout", "pass@1", collapse_margin=0.02)
+    assert table.frame.loc["tiny_math", "r=256"] == f"{GAP} (failed)"
+    assert math.isnan(table.values.loc["tiny_math", 256])
+    assert table.frame.loc["tiny_math", "full FT"] == f"{GAP} (missing)"  # trained without evaluation
     assert any("r=256: failed" in note for note in table.notes)
 
 
@@ -100,8 +65,8 @@ def test_cli_writes_markdown_latex_csv_and_plots(sweep, tmp_path, capsys):
     assert analysis_main([str(sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| init | baseline | r=8 | r=64 | r=256 | full FT |" in printed and "collapse" in printed
-    assert r"\toprule" in (out / "reasoning_gym_heldout_pass1.tex").read_text()
-    csv = pd.read_csv(out / "reasoning_gym_heldout_pass1.csv", index_col="init")
+    assert r"\toprule" in (out / "sums_heldout_pass1.tex").read_text()
+    csv = pd.read_csv(out / "sums_heldout_pass1.csv", index_col="init")
     assert list(csv.columns) == [
         "baseline",
         "r=8",
@@ -125,8 +90,8 @@ def test_cli_writes_markdown_latex_csv_and_plots(sweep, tmp_path, capsys):
     for png in (
         "reward_curves.png",
         "completion_length_curves.png",
-        "reasoning_gym_heldout_pass1_vs_rank.png",
-        "reasoning_gym_heldout_pass1_vs_cost.png",
+        "sums_heldout_pass1_vs_rank.png",
+        "sums_heldout_pass1_vs_cost.png",
     ):
         assert (out / png).stat().st_size > 10_000
 
@@ -177,7 +142,7 @@ def test_the_wandb_source_gives_the_same_tables_as_the_run_folders(sweep):
     local_runs, local_curves = load_local([str(sweep)])
     offline = [next((d / "wandb").glob("offline-run-*")) for d in sweep.iterdir() if (d / "wandb").is_dir()]
     api = StandInApi([StandInRun(d) for d in offline])
-    wandb_runs, wandb_curves = load_wandb("me/rlvr-sweeps", group="default", api=api)
+    wandb_runs, wandb_curves = load_wandb("me/rlvr-sweeps", group="tiny_sweep", api=api)
     assert len(wandb_runs) == len(local_runs) == 6
     for local, remote in zip(all_tables(local_runs, 0.02), all_tables(wandb_runs, 0.02)):
         assert local.name == remote.name
@@ -218,7 +183,7 @@ def test_log_to_wandb_publishes_tables_and_plots_offline(sweep, tmp_path, monkey
     records = subprocess.run(
         [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)], capture_output=True, text=True
     ).stdout
-    assert "tables/reasoning_gym_heldout/pass@1" in records and "plots/reward_curves" in records
+    assert "tables/sums_heldout/pass@1" in records and "plots/reward_curves" in records
 
 
 def test_unreachable_wandb_gets_one_clear_message(tmp_path):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from conftest import ROOT
 from conftest import compose_config as composed
-
 from rlvr_sweeps.budget import Budget
 from rlvr_sweeps.checks import check_config, check_context
 from rlvr_sweeps.errors import UserError

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ROOT
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
+from conftest import ROOT
 from rlvr_sweeps.data import build_train_dataset, load_problems, tokenize_prompts
 from rlvr_sweeps.errors import UserError
 

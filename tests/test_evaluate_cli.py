@@ -1,4 +1,5 @@
-"""`python -m rlvr_sweeps.evaluate`: a trained adapter evaluated on its own, reproducibly."""
+"""`python -m rlvr_sweeps.evaluate`: a trained adapter evaluated on its own reproduces its run's final
+numbers sample for sample, and the adapter is what makes the difference."""
 
 from __future__ import annotations
 
@@ -8,62 +9,51 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 
-pytestmark = pytest.mark.e2e
+from conftest import ROOT, TINY_SWEEP
 
-SMALL_EVAL = ("eval.sampling.n=4", "eval.sampling.k=[1,4]")
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny_sweep")]
+# the sweep's own model, task and sampling, as a user would pass them again
+SAME_AS_THE_RUN = [
+    o
+    for o in TINY_SWEEP
+    if o.split("=")[0]
+    in {"model", "data", "eval", "eval.sampling.n", "eval.sampling.k", "trainer.max_completion_length"}
+]
 
 
-def evaluate(tmp_path, model_cache, *args: str) -> dict:
+def evaluate(tmp_path, model_cache, *args: str) -> tuple[dict, list[dict]]:
     env = {**os.environ, "RLVR_SWEEPS_RUNS": str(tmp_path / "runs"), "RLVR_SWEEPS_CACHE": str(model_cache)}
     done = subprocess.run(
-        [sys.executable, "-m", "rlvr_sweeps.evaluate", *args],
+        [sys.executable, "-m", "rlvr_sweeps.evaluate", *SAME_AS_THE_RUN, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (summary,) = (tmp_path / "runs" / "evaluate").glob("*/summary.json")
-    return json.loads(summary.read_text())
+    records = (summary.parent / "eval" / "final" / "sums_heldout.jsonl").read_text().splitlines()
+    return json.loads(summary.read_text()), [json.loads(line) for line in records]
 
 
-def test_standalone_evaluation_reproduces_the_runs_final_numbers(launch, tmp_path, model_cache):
-    trained = launch("model=tiny", "budget.max_steps=2", "trainer.learning_rate=0.05", *SMALL_EVAL)
-    assert trained.returncode == 0, trained.output
-    (run_dir,) = trained.run_dirs()
-    run_final = trained.summary(run_dir)["eval"]["final"]["reasoning_gym_heldout"]
-
-    adapter = f"adapter='{run_dir}'"
-    first = evaluate(tmp_path, model_cache, "model=tiny", adapter, *SMALL_EVAL)
-    second = evaluate(tmp_path, model_cache, "model=tiny", adapter, *SMALL_EVAL)
-    assert first["status"] == "completed" and first["adapter"] == str(run_dir / "final")
-    keys = ("pass@1", "pass@4", "mean_length", "truncated")
-    assert [first["eval"]["final"]["reasoning_gym_heldout"][k] for k in keys] == [run_final[k] for k in keys]
-    assert first["metrics"] == second["metrics"]  # same seed, same numbers
+def run_samples(run_dir, phase: str) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "eval" / phase / "sums_heldout.jsonl").read_text().splitlines()]
 
 
-def test_checkpoint_selection_evaluates_every_checkpoint_and_picks_the_best(launch):
-    result = launch(
-        "model=tiny",
-        "budget.max_steps=3",
-        "trainer.save_steps=1",
-        "trainer.save_total_limit=1",
-        "eval.select_on=reasoning_gym_heldout",
-        "eval.baseline=false",
-        "trainer.learning_rate=0.05",
-        *SMALL_EVAL,
-    )
-    assert result.returncode == 0, result.output
-    (run_dir,) = result.run_dirs()
-    summary = result.summary(run_dir)
-    scores = {int(step): score for step, score in summary["eval"]["checkpoints"].items()}
-    assert sorted(scores) == [1, 2, 3]
-    best = max(sorted(scores), key=lambda step: scores[step])  # the earliest of equal scores wins
-    assert summary["eval"]["selected_step"] == best
-    assert (run_dir / "checkpoints" / f"checkpoint-{best}").is_dir()  # kept despite save_total_limit=1
-    assert summary["eval"]["final"]["reasoning_gym_heldout"]["pass@1"] == pytest.approx(scores[best])
-    for step in (1, 2, 3):
-        assert (run_dir / "eval" / f"step-{step:06d}" / "reasoning_gym_heldout.jsonl").exists()
+def test_standalone_evaluation_reproduces_the_runs_final_numbers(tiny_sweep, tmp_path, model_cache):
+    run_dir = tiny_sweep.run_dir(8, 0)
+    summary, samples = evaluate(tmp_path / "adapter", model_cache, f"adapter='{run_dir}'")
+    assert summary["status"] == "completed" and summary["adapter"] == str(run_dir / "final")
+    assert samples == run_samples(run_dir, "final")  # the same answers, sample by sample
+    run_final = json.loads((run_dir / "summary.json").read_text())["eval"]["final"]["sums_heldout"]
+    keys = ("pass@1", "pass@4", "mean_length", "truncated", "problems")
+    assert [summary["eval"]["final"]["sums_heldout"][k] for k in keys] == [run_final[k] for k in keys]
+
+
+def test_without_the_adapter_it_is_the_untrained_model(tiny_sweep, tmp_path, model_cache):
+    run_dir = tiny_sweep.run_dir(8, 0)
+    _, samples = evaluate(tmp_path / "base", model_cache)
+    assert samples == run_samples(run_dir, "baseline")  # the baseline, which the trained adapter changed
+    assert samples != run_samples(run_dir, "final")

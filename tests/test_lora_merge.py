@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
 from omegaconf import OmegaConf
 
+from conftest import ROOT
 from rlvr_sweeps.lora_merge import lora_layers, merged_lora
 
 

@@ -4,8 +4,8 @@ loss forward agree exactly, so the policy ratio is exactly 1 on policy (on every
 from __future__ import annotations
 
 import torch
-from conftest import compose_config
 
+from conftest import compose_config
 from rlvr_sweeps.hardware import Hardware
 from rlvr_sweeps.trainer import RLVRTrainer, grpo_config, lora_config
 

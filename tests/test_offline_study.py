@@ -7,6 +7,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+
 from conftest import ROOT
 
 pytestmark = pytest.mark.e2e

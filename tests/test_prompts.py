@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 import trl
-from conftest import ROOT
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 from trl import GRPOTrainer
 
+from conftest import ROOT
 from rlvr_sweeps.data import build_train_dataset, render_prompt
 from rlvr_sweeps.evaluation import Evaluator
 from rlvr_sweeps.models import model_folder

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e]

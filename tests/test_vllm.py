@@ -17,9 +17,9 @@ pytest.importorskip("vllm")
 pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
 
 import torch  # noqa: E402
-from conftest import DISTRIBUTED_ENV, ROOT  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from conftest import DISTRIBUTED_ENV, ROOT  # noqa: E402
 from rlvr_sweeps.hardware import Hardware  # noqa: E402
 
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import ROOT
 from omegaconf import OmegaConf
 
+from conftest import ROOT
 from rlvr_sweeps.lora_merge import lora_layers
 from rlvr_sweeps.models import model_folder
 from rlvr_sweeps.vllm_backend import exact_weight_sync
