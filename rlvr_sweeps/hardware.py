@@ -12,9 +12,14 @@ from .errors import UserError
 
 @dataclass(frozen=True)
 class Hardware:
-    device: str  # "cuda" or "cpu"
-    name: str  # e.g. "NVIDIA A40" or "cpu"
-    count: int  # GPUs, or CPU cores available to this process
+    """What this process computes on, as the budget counts it."""
+
+    device: str
+    """"cuda" or "cpu"."""
+    name: str
+    """The device's name, e.g. "NVIDIA A40", or "cpu"."""
+    count: int
+    """GPUs, or the CPU cores this process may use: device-hours are hours x count."""
 
     @property
     def has_cuda(self) -> bool:

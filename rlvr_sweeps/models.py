@@ -34,10 +34,16 @@ CHATML_TEMPLATE = (
 
 @dataclass
 class LoadedModel:
+    """A model ready to train, and where it came from."""
+
     model: torch.nn.Module
+    """The transformers model (no adapter yet)."""
     tokenizer: object
-    folder: str  # where the weights were read from
+    """Its tokenizer, with a pad token."""
+    folder: str
+    """Where the weights were read from (a local folder, or the Hub id)."""
     parameters: int
+    """Parameters of the model without an adapter."""
 
 
 def load_model(model_cfg: DictConfig, cache_dir: str | Path, hardware: Hardware) -> LoadedModel:

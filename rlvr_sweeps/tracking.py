@@ -23,11 +23,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Tracking:
+    """The W&B run of a run folder (or none), as summary.json describes it."""
+
     backend: str = "none"
+    """"wandb" or "none"."""
     mode: str | None = None
+    """"online" or "offline" (also after a fallback)."""
     run_id: str | None = None
+    """The W&B run id, kept in summary.json so that every attempt logs to the same run."""
     sync_dir: str | None = None
+    """The offline run's folder, for `wandb sync`."""
     note: str | None = None
+    """Why the run is offline when online was asked for."""
     _run: object = field(default=None, repr=False)
 
     def callbacks(self) -> list:

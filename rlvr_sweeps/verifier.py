@@ -23,9 +23,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Verdict:
+    """math-verify's judgement of one answer."""
+
     correct: bool
-    extracted: str | None  # the prediction's answer as math-verify read it
-    error: str | None = None  # "timeout", "crash" or a parse/verify error
+    """The prediction equals the gold answer (gold first, as math-verify wants)."""
+    extracted: str | None
+    """The prediction's answer as math-verify read it."""
+    error: str | None = None
+    """"timeout", "crash" or a parse/verify error (scored as wrong)."""
 
 
 def as_gold_latex(gold: str) -> str:

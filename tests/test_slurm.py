@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slurm, pytest.mark.e2e]
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.xdist_group("slurm")]  # one worker: one cluster
 
 CLUSTER = ROOT / "scripts" / "slurm" / "cluster.sh"
 SMALL = (
