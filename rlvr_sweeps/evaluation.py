@@ -24,32 +24,10 @@ from transformers import TrainerCallback
 from .data import load_problems, render_prompt, tokenize_prompts
 from .errors import UserError
 from .run_record import atomic_write
-from .sampling import Completion
+from .sampling import Benchmark, Completion
 from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """One benchmark and how it is sampled (an entry of `eval.benchmarks`)."""
-
-    name: str
-    """The benchmark's name, used in metric names: eval/<name>/pass@1."""
-    cfg: DictConfig
-    """Where the problems come from (the same keys as a data config)."""
-    n: int
-    """Samples per problem."""
-    ks: tuple[int, ...]
-    """The k of the reported Pass@k (each <= n)."""
-    temperature: float
-    """Sampling temperature (0 = greedy: one completion stands for all n)."""
-    top_p: float
-    """Nucleus sampling."""
-    max_new_tokens: int
-    """Generation limit per completion, independent of training's max_completion_length."""
-    max_problems: int | None = None
-    """Only the first this many problems (a fixed subset; the selection evaluation uses it)."""
 
 
 @dataclass

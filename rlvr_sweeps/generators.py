@@ -6,13 +6,8 @@ max_new_tokens, seeded from eval.seed so that the same config gives the same num
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .lora_merge import merged_lora
-from .sampling import Completion, Generator, resolve_backend, sampling_seed
-
-if TYPE_CHECKING:
-    from .evaluation import Benchmark
+from .sampling import Benchmark, Completion, Generator, resolve_backend, sampling_seed
 
 
 def make_generator(cfg, trainer, tokenizer) -> Generator:

@@ -1,4 +1,5 @@
-"""What every evaluation backend shares: the Generator protocol, completions, seeds, the backend choice.
+"""What every evaluation backend shares: benchmarks and their sampling, the Generator protocol, completions,
+seeds, the backend choice.
 
 Backends (transformers in `generators`, vLLM in `vllm_backend`) take prompts as token ids made by
 `data.tokenize_prompts`, the same call TRL makes for training rollouts, so that an engine's own
@@ -8,14 +9,35 @@ tokenizer never adds a second BOS to a chat template that already writes one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
+
+from omegaconf import DictConfig
 
 from .errors import UserError
 
-if TYPE_CHECKING:
-    from .evaluation import Benchmark
-
 BACKENDS = ("hf", "vllm")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark and how it is sampled (an entry of `eval.benchmarks`)."""
+
+    name: str
+    """The benchmark's name, used in metric names: eval/<name>/pass@1."""
+    cfg: DictConfig
+    """Where the problems come from (the same keys as a data config)."""
+    n: int
+    """Samples per problem."""
+    ks: tuple[int, ...]
+    """The k of the reported Pass@k (each <= n)."""
+    temperature: float
+    """Sampling temperature (0 = greedy: one completion stands for all n)."""
+    top_p: float
+    """Nucleus sampling."""
+    max_new_tokens: int
+    """Generation limit per completion, independent of training's max_completion_length."""
+    max_problems: int | None = None
+    """Only the first this many problems (a fixed subset; the selection evaluation uses it)."""
 
 
 @dataclass(frozen=True)

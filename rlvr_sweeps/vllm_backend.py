@@ -21,14 +21,10 @@ import os
 import types
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import UserError
 from .lora_merge import merged_lora
-from .sampling import Completion, sampling_seed
-
-if TYPE_CHECKING:
-    from .evaluation import Benchmark
+from .sampling import Benchmark, Completion, sampling_seed
 
 # vLLM's CPU backend reserves this many GiB for its KV cache (its default is larger than small
 # machines like); it is read when the first engine starts
