@@ -192,3 +192,18 @@ def tiny_sweep(tmp_path_factory, model_cache) -> Sweep:
     plain = [o for o in TINY_SWEEP if not o.startswith(("eval", "trainer.save"))]  # no evaluation at all
     done[(None, 0)] = train_in_process(runs, model_cache, *plain, "lora=none", "eval=[]")
     return Sweep(runs / "tiny_sweep", done)
+
+
+def evaluate_cli(runs: Path, cache: Path, *args: str, timeout: float = 900) -> tuple[dict, Path]:
+    """`python -m rlvr_sweeps.evaluate *args` in a subprocess: its summary and its folder (one per runs folder)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rlvr_sweeps.evaluate", *args],
+        cwd=ROOT,
+        env=launch_env(runs, cache),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (summary,) = (runs / "evaluate").glob("*/summary.json")
+    return json.loads(summary.read_text()), summary.parent

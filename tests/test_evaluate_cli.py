@@ -4,13 +4,10 @@ numbers sample for sample, and the adapter is what makes the difference."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, TINY_SWEEP
+from conftest import TINY_SWEEP, evaluate_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny_sweep")]
 # the sweep's own model, task and sampling, as a user would pass them again
@@ -23,19 +20,9 @@ SAME_AS_THE_RUN = [
 
 
 def evaluate(tmp_path, model_cache, *args: str) -> tuple[dict, list[dict]]:
-    env = {**os.environ, "RLVR_SWEEPS_RUNS": str(tmp_path / "runs"), "RLVR_SWEEPS_CACHE": str(model_cache)}
-    done = subprocess.run(
-        [sys.executable, "-m", "rlvr_sweeps.evaluate", *SAME_AS_THE_RUN, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    (summary,) = (tmp_path / "runs" / "evaluate").glob("*/summary.json")
-    records = (summary.parent / "eval" / "final" / "sums_heldout.jsonl").read_text().splitlines()
-    return json.loads(summary.read_text()), [json.loads(line) for line in records]
+    summary, folder = evaluate_cli(tmp_path / "runs", model_cache, *SAME_AS_THE_RUN, *args, timeout=600)
+    records = (folder / "eval" / "final" / "sums_heldout.jsonl").read_text().splitlines()
+    return summary, [json.loads(line) for line in records]
 
 
 def run_samples(run_dir, phase: str) -> list[dict]:

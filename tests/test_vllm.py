@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from conftest import DISTRIBUTED_ENV, ROOT  # noqa: E402
+from conftest import evaluate_cli  # noqa: E402
 from rlvr_sweeps.hardware import Hardware  # noqa: E402
 
 
@@ -43,21 +41,8 @@ def random_adapter(tiny_folder, tmp_path_factory) -> Path:
 
 
 def evaluate(tmp_path, model_cache, *args) -> dict:
-    runs = tmp_path / "runs"
-    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
-    env.update(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(model_cache))
-    done = subprocess.run(
-        [sys.executable, "-m", "rlvr_sweeps.evaluate", "model=tiny", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (summary,) = (runs / "evaluate").glob("*/summary.json")  # each call has its own runs folder
-    folder = summary.parent
-    return json.loads((folder / "summary.json").read_text()) | {"folder": str(folder)}
+    summary, folder = evaluate_cli(tmp_path / "runs", model_cache, "model=tiny", *args)
+    return summary | {"folder": str(folder)}
 
 
 def samples(summary: dict) -> list[dict]:
