@@ -5,11 +5,25 @@
 
 From run folders it also writes significance.csv: Pass@1 differences (each rank against the
 baseline, each pair of ranks) with paired bootstrap 95% intervals over the problems.
+
+A W&B Report and a saved workspace view of the sweep (analysis/report.py), from either source:
+
+    python -m analysis runs/study --wandb my-entity/rlvr-sweeps --report-json report.json   # offline
+    python -m analysis runs/study --wandb my-entity/rlvr-sweeps --report --workspace        # save both
+    python -m analysis --wandb my-entity/rlvr-sweeps --group study --report                 # runs from W&B
+
+--wandb ENTITY/PROJECT names the W&B project: the runs are read from it when no run folders are
+given; with run folders it only names where --report, --workspace and --log-to-wandb go.
+--report-json / --workspace-json write the report / workspace as JSON without any network (the
+report's panels use only keys the runs logged; a key none logged stops with its name and what they
+did log); --report / --workspace save them (same title: updated) and print their URL. The W&B group
+(the sweep's name) is --group, or the name of the run folders' sweep.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -35,7 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m analysis", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("runs", nargs="*", help="sweep folders, run folders or globs (local source)")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
+    parser.add_argument(
+        "--wandb",
+        metavar="ENTITY/PROJECT",
+        help="the W&B project: read the runs from it (without run folders); where reports and views go",
+    )
     parser.add_argument("--group", help="W&B group (the sweep's name)")
     parser.add_argument("--tags", nargs="*", help="W&B tags the runs must have one of")
     parser.add_argument("--state", help="W&B run state, e.g. finished")
@@ -52,16 +70,59 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--log-to-wandb", action="store_true", help="publish the tables and plots to one W&B analysis run"
     )
     parser.add_argument("--project", default="rlvr-sweeps", help="W&B project for --log-to-wandb with a local source")
+    parser.add_argument("--report", action="store_true", help="save the sweep's W&B Report and print its URL")
+    parser.add_argument("--workspace", action="store_true", help="save the sweep's W&B workspace view, print its URL")
+    parser.add_argument("--report-json", metavar="FILE", help="write the report as JSON (no network)")
+    parser.add_argument("--workspace-json", metavar="FILE", help="write the workspace view as JSON (no network)")
+    parser.add_argument("--title", help="title of the report and view (default: '<group>: LoRA rank x init')")
+    parser.add_argument("--benchmarks", nargs="+", help="benchmarks of the report (default: every one evaluated)")
     args = parser.parse_args(argv)
-    if bool(args.runs) == bool(args.wandb):
-        parser.error("give run folders, or --wandb ENTITY/PROJECT (one of the two)")
+    if not args.runs and not args.wandb:
+        parser.error("give run folders, or --wandb ENTITY/PROJECT")
+    if args.runs and args.wandb and not (wants_views(args) or args.log_to_wandb):
+        parser.error("with run folders, --wandb only names where --report, --workspace, --log-to-wandb go: add one")
+    if wants_views(args) and (not args.wandb or args.wandb.count("/") != 1):
+        parser.error("--report, --workspace and their JSON need --wandb ENTITY/PROJECT: the project they belong to")
     return args
+
+
+def wants_views(args: argparse.Namespace) -> bool:
+    return bool(args.report or args.workspace or args.report_json or args.workspace_json)
+
+
+OFFLINE_VIEWS = (
+    " Without W&B: python -m analysis runs/<sweep> --wandb ENTITY/PROJECT --report-json report.json "
+    "writes the report from the run folders, with the tables and plots in analysis_out/."
+)
+
+
+def build_views(args: argparse.Namespace, runs, tables, logged) -> list:
+    """The report and workspace asked for, checked against the logged keys (no network); JSON written."""
+    from .report import build_report, build_workspace, local_group, to_json
+
+    group = args.group or local_group(runs)
+    common = dict(target=args.wandb, group=group, title=args.title, benchmarks=args.benchmarks)
+    made = []
+    if args.report or args.report_json:
+        made.append((build_report(runs, tables, logged, **common), args.report_json, args.report))
+    if args.workspace or args.workspace_json:
+        made.append((build_workspace(runs, tables, logged, **common), args.workspace_json, args.workspace))
+    for view, json_path, _ in made:
+        if json_path:
+            Path(json_path).write_text(json.dumps(to_json(view), indent=1) + "\n")
+            print(f"Wrote the {type(view).__name__.lower()} as JSON: {json_path}")
+    return [view for view, _, saving in made if saving]
 
 
 def main(argv: list[str] | None = None, api=None) -> int:
     args = parse_args(argv)
-    if args.wandb:
+    kept = None
+    if not args.runs:
         try:
+            if wants_views(args):  # keep the W&B runs for the keys they logged
+                from .report import KeepRuns, connect
+
+                api = kept = KeepRuns(api if api is not None else connect())
             runs, curves = load_wandb(args.wandb, args.group, args.tags, args.state, api=api)
         except UserError as err:
             print(err, file=sys.stderr)
@@ -82,13 +143,22 @@ def main(argv: list[str] | None = None, api=None) -> int:
         table.write_csv(out / f"{stem}.csv")
         (out / f"{stem}.tex").write_text(table.latex())
     if not any(table.name == "significance" for table in tables):
-        print(NO_INTERVALS_WANDB if args.wandb else NO_INTERVALS_LOCAL)
+        print(NO_INTERVALS_LOCAL if args.runs else NO_INTERVALS_WANDB)
     runs_table(runs).to_csv(out / "runs.csv", index=False)
     plots = all_plots(runs, curves, benchmarks_and_metrics(runs), out)
     print(
         f"{len(runs)} runs ({(runs['status'] != 'completed').sum()} not completed); tables (.csv, .tex), runs.csv and "
         f"{len(plots)} plots in {out}/"
     )
+    to_save = []
+    if wants_views(args):  # before anything is published: a key no run logged stops here
+        from .report import local_keys, wandb_keys
+
+        try:
+            to_save = build_views(args, runs, tables, wandb_keys(kept.found) if kept else local_keys(runs))
+        except UserError as err:
+            print(err, file=sys.stderr)
+            return 2
     if args.log_to_wandb:
         from .publish import publish
 
@@ -102,6 +172,14 @@ def main(argv: list[str] | None = None, api=None) -> int:
             out=out,
         )
         print(f"Published to W&B: {url}")
+    for view in to_save:
+        from .report import save
+
+        try:
+            print(f"Saved the {type(view).__name__.lower()} to W&B: {save(view, out, kept.api if kept else api)}")
+        except UserError as err:
+            print(err, file=sys.stderr)
+            return 2
     return 0
 
 

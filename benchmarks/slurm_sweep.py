@@ -82,7 +82,7 @@ def main() -> None:
     print(f"{'seconds from scontrol requeue to the next logged step':56} {resume_s:.1f}")
     complete = steps == list(range(1, final["global_step"] + 1))
     print(f"{'final step / metric steps unique and complete':56} {final['global_step']} / {complete}")
-    print(f"{'budget seconds counted (both attempts)':56} {final['budget']['used_s']:.1f}")
+    print(f"{'training seconds counted (both attempts)':56} {final['budget']['training_s']:.1f}")
 
 
 if __name__ == "__main__":
