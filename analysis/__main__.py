@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
                 api = kept = KeepRuns(api if api is not None else connect())
             runs, curves = load_wandb(args.wandb, args.group, args.tags, args.state, api=api)
         except UserError as err:
-            print(err, file=sys.stderr)
+            print(f"{err}{OFFLINE_VIEWS if wants_views(args) else ''}", file=sys.stderr)
             return 2
     else:
         runs, curves = load_local(args.runs)

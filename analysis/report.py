@@ -322,17 +322,9 @@ def adopt_existing(view, api) -> None:
 def save(view, out: Path, api=None) -> str:
     """Create or update the report or workspace on the W&B server; its URL. W&B unreachable (or no
     credentials): one UserError line naming the offline alternatives."""
-    from rlvr_sweeps.tracking import wandb_base_url, wandb_server_answers
-
     kind, flag = ("report", "--report-json") if isinstance(view, wr.Report) else ("workspace", "--workspace-json")
     try:
-        if api is None:
-            if not wandb_server_answers(10.0):  # instead of a minute of retries
-                raise ConnectionError(f"no answer from {wandb_base_url()}")
-            import wandb
-
-            api = wandb.Api(timeout=60)
-        adopt_existing(view, api)
+        adopt_existing(view, api if api is not None else _api())
         view.save()  # the one call that writes to the W&B server: no test runs it (the tests have no server)
         return view.url
     except Exception as err:  # noqa: BLE001 - wandb raises CommError, UsageError, HTTP errors...
@@ -343,16 +335,21 @@ def save(view, out: Path, api=None) -> str:
         ) from err
 
 
-def connect():
+def _api():
     """wandb.Api() after a quick probe of the server (instead of a minute of retries)."""
     from rlvr_sweeps.tracking import wandb_base_url, wandb_server_answers
 
-    try:
-        if not wandb_server_answers(10.0):
-            raise ConnectionError(f"no answer from {wandb_base_url()}")
-        import wandb
+    if not wandb_server_answers(10.0):
+        raise ConnectionError(f"no answer from {wandb_base_url()}")
+    import wandb
 
-        return wandb.Api(timeout=60)
+    return wandb.Api(timeout=60)
+
+
+def connect():
+    """wandb.Api() for reading the runs; W&B unreachable (or no credentials): one UserError line."""
+    try:
+        return _api()
     except Exception as err:  # noqa: BLE001 - wandb raises UsageError without credentials
         raise UserError(
             f"Could not reach W&B ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}). "
