@@ -23,9 +23,9 @@ from .errors import UserError
 from .evaluation import Evaluator, benchmarks_from_config, flat_metrics
 from .hardware import detect_hardware
 from .models import load_model
+from .rewards import make_verifier
 from .run_record import RunRecord, now_iso, provenance, run_identity, scrub_secrets
 from .sampling import resolve_backend
-from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def evaluate(cfg: DictConfig) -> dict:
         **provenance(),
     )
     started = time.monotonic()
-    verifier = MathVerifier(timeout_s=cfg.reward.timeout_s, max_chars=cfg.reward.max_chars)
+    verifier = make_verifier(cfg.reward)
     try:
         backend = resolve_backend(cfg)
         if backend == "vllm":

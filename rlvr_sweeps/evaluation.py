@@ -228,8 +228,15 @@ class Evaluator:
         """Baselines are shared by every run of a sweep that starts from the same model."""
         if self.baseline_cache is None or not self.model_key:
             return None
+        scoring = {"literal_numbers": bool(getattr(self.verifier, "literal_numbers", False))}
         digest = baseline_cache_key(
-            self.model_key, benchmark, self.prompt_cfg, self.cfg, type(generator).__name__, self.exclude_questions
+            self.model_key,
+            benchmark,
+            self.prompt_cfg,
+            self.cfg,
+            type(generator).__name__,
+            self.exclude_questions,
+            scoring,
         )
         return self.baseline_cache / f"{benchmark.name}-{digest}.json"
 
@@ -251,10 +258,11 @@ def baseline_cache_key(
     eval_cfg: DictConfig,
     backend: str,
     exclude_questions: set[str],
+    scoring: dict | None = None,
 ) -> str:
     """Everything that changes an untrained model's scores: the model (folder, revision, dtype), the
     benchmark and its sampling, the prompt, the seed and batching, the backend, the problems left out,
-    and this project's version (its scoring may change between versions)."""
+    how answers are checked (reward.literal_numbers), and this project's version."""
     try:
         version = metadata.version("rlvr-sweeps")
     except metadata.PackageNotFoundError:
@@ -276,6 +284,7 @@ def baseline_cache_key(
         "backend": backend,
         "version": version,
         "exclude": hashlib.sha256("\n".join(sorted(exclude_questions)).encode()).hexdigest(),
+        "scoring": scoring or {},
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -7,6 +7,7 @@ max_new_tokens, seeded from eval.seed so that the same config gives the same num
 from __future__ import annotations
 
 from .lora_merge import merged_lora
+from .models import eos_token_ids
 from .sampling import Benchmark, Completion, Generator, resolve_backend, sampling_seed
 
 
@@ -32,9 +33,7 @@ class HFGenerator:
         from transformers import GenerationConfig
 
         tokenizer, model = self.tokenizer, self.model
-        configured = model.generation_config.eos_token_id
-        eos = {tokenizer.eos_token_id, *([configured] if isinstance(configured, int) else (configured or []))}
-        eos.discard(None)
+        eos = eos_token_ids(model, tokenizer)
         greedy = benchmark.temperature == 0  # one greedy completion stands for all n samples
         sampling = {} if greedy else {"temperature": benchmark.temperature, "top_p": benchmark.top_p, "top_k": 0}
         returned = 1 if greedy else benchmark.n

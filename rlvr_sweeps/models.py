@@ -46,6 +46,13 @@ class LoadedModel:
     """Parameters of the model without an adapter."""
 
 
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """The tokens that end a completion: the tokenizer's EOS and the model's generation config's."""
+    configured = model.generation_config.eos_token_id
+    ids = {tokenizer.eos_token_id, *([configured] if isinstance(configured, int) else (configured or []))}
+    return ids - {None}
+
+
 def load_model(model_cfg: DictConfig, cache_dir: str | Path, hardware: Hardware) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

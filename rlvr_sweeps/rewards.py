@@ -66,12 +66,49 @@ def check_reward_names(reward_cfg: DictConfig) -> None:
         )
 
 
-def build_reward_functions(reward_cfg: DictConfig, verifier: MathVerifier) -> tuple[list, list[float]]:
-    """The reward functions named in reward.weights, and their weights in the same order."""
+def zero_when_truncated(function, max_completion_length: int, eos_token_ids: set[int]):
+    """`function`, but a completion cut at max_completion_length (no end-of-sequence token) scores 0, as
+    the evaluation counts it wrong; otherwise a policy is paid for answers that evaluation rejects and
+    its completions drift to the limit. TRL passes each completion's token ids as `completion_ids`."""
+
+    def wrapped(completions, completion_ids=None, **kwargs) -> list[float]:
+        rewards = function(completions, completion_ids=completion_ids, **kwargs)
+        if completion_ids is None:
+            return rewards
+        cut = [
+            len(ids) >= max_completion_length and (not ids or ids[-1] not in eos_token_ids) for ids in completion_ids
+        ]
+        return [0.0 if truncated else reward for reward, truncated in zip(rewards, cut, strict=True)]
+
+    wrapped.__name__ = function.__name__
+    return wrapped
+
+
+def build_reward_functions(
+    reward_cfg: DictConfig,
+    verifier: MathVerifier,
+    max_completion_length: int | None = None,
+    eos_token_ids: set[int] | None = None,
+) -> tuple[list, list[float]]:
+    """The reward functions named in reward.weights, and their weights in the same order; with
+    reward.score_truncated=false, each scores 0 for a truncated completion."""
     check_reward_names(reward_cfg)
     factories = {
         "accuracy": lambda: make_accuracy_reward(verifier),
         "format": lambda: make_format_reward(int(reward_cfg.max_chars)),
     }
     functions = [factories[name]() for name in reward_cfg.weights]
+    if not reward_cfg.get("score_truncated", True):
+        if not max_completion_length:
+            raise ValueError("reward.score_truncated=false needs the completion limit")
+        functions = [zero_when_truncated(f, int(max_completion_length), set(eos_token_ids or ())) for f in functions]
     return functions, [float(w) for w in reward_cfg.weights.values()]
+
+
+def make_verifier(reward_cfg: DictConfig) -> MathVerifier:
+    """The answer checker of rewards and evaluation alike (reward.timeout_s, max_chars, literal_numbers)."""
+    return MathVerifier(
+        timeout_s=reward_cfg.timeout_s,
+        max_chars=reward_cfg.max_chars,
+        literal_numbers=bool(reward_cfg.get("literal_numbers", False)),
+    )

@@ -28,9 +28,9 @@ from .errors import UserError
 from .evaluation import CheckpointSelection, Evaluator, flat_metrics
 from .generators import make_generator
 from .hardware import detect_hardware, use_allocated_cpus
-from .models import load_model
+from .models import eos_token_ids, load_model
 from .preemption import GracefulStop
-from .rewards import build_reward_functions
+from .rewards import build_reward_functions, make_verifier
 from .run_record import (
     CheckpointMarker,
     MetricsCallback,
@@ -47,7 +47,6 @@ from .sweep import format_plan, plan_run
 from .tracking import start_tracking
 from .trainer import RLVRTrainer, grpo_config, load_checkpoint_weights, lora_config
 from .verdict import write_verdict
-from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
 # transformers 5 warns about its own deprecated alias on every step; nothing here uses it
@@ -224,9 +223,11 @@ def build_run(
     dataset, data_report = build_train_dataset(
         cfg.data, cfg.prompt, loaded.tokenizer, max_prompt_tokens=context - int(cfg.trainer.max_completion_length)
     )
-    verifier = MathVerifier(timeout_s=cfg.reward.timeout_s, max_chars=cfg.reward.max_chars)
+    verifier = make_verifier(cfg.reward)
     attempt.stack.callback(verifier.close)
-    reward_functions, reward_weights = build_reward_functions(cfg.reward, verifier)
+    reward_functions, reward_weights = build_reward_functions(
+        cfg.reward, verifier, int(cfg.trainer.max_completion_length), eos_token_ids(loaded.model, loaded.tokenizer)
+    )
     args = grpo_config(
         cfg,
         output_dir=str(record.checkpoints_dir),

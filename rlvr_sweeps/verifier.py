@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -42,8 +43,14 @@ def as_gold_latex(gold: str) -> str:
 class MathVerifier:
     STARTUP_TIMEOUT_S = 120.0
 
-    def __init__(self, timeout_s: float = 5.0, max_chars: int = 20_000, memory_mb: int = 4096):
+    def __init__(
+        self, timeout_s: float = 5.0, max_chars: int = 20_000, memory_mb: int = 4096, literal_numbers: bool = False
+    ):
         self.timeout_s = float(timeout_s)
+        # an integer gold answer needs a number literal as the prediction's answer, not an unevaluated
+        # expression: math-verify evaluates expressions, so "7 - 4" restated from the question would
+        # verify as 3 (a policy learns to do exactly that); other gold answers are checked as before
+        self.literal_numbers = bool(literal_numbers)
         self.max_chars = int(max_chars)
         self.memory_mb = int(memory_mb)
         self._lock = threading.Lock()
@@ -66,6 +73,7 @@ class MathVerifier:
             "gold": as_gold_latex(gold),
             "prediction": str(prediction)[-self.max_chars :],
             "timeout": self.timeout_s / 2,
+            "literal": self.literal_numbers,
         }
         child = self._ensure_child()
         try:
@@ -125,6 +133,10 @@ class MathVerifier:
             pass
 
 
+# a number as written: "3", "-4", "1,024", "0.5", "$3$", "3." - not "7 - 4" or "\\frac{6}{2}"
+NUMBER_LITERAL = re.compile(r"\s*\$?\s*[-+]?\s*\d[\d,]*(\.\d+)?\s*\$?\s*\.?\s*")
+
+
 def _serve(memory_mb: int) -> None:
     import resource
 
@@ -145,6 +157,10 @@ def _serve(memory_mb: int) -> None:
             answer["correct"] = (
                 bool(gold) and bool(predicted) and bool(verify(gold, predicted, timeout_seconds=timeout))
             )
+            integer_gold = bool(getattr(gold[0], "is_integer", False)) if gold else False
+            if answer["correct"] and request.get("literal") and integer_gold:
+                if not NUMBER_LITERAL.fullmatch(answer["extracted"] or ""):
+                    answer["correct"], answer["error"] = False, "not a number literal"
         except BaseException as err:  # noqa: BLE001 - MemoryError, RecursionError, sympy errors: all score 0
             answer["error"] = f"{type(err).__name__}: {err}"[:200]
         sys.stdout.write(json.dumps(answer) + "\n")
