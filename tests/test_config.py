@@ -60,7 +60,7 @@ def test_a_gpu_budget_brings_gpu_settings_and_the_command_line_still_wins():
     )
     assert gpu.eval.sampling.n == 16  # the research default; only the smoke budget lowers it
     chosen = composed("budget=a40_24h", "generation=hf", "trainer=grpo_cpu")
-    assert (chosen.generation.use_vllm, chosen.trainer.max_completion_length) == (False, 128)
+    assert (chosen.generation.use_vllm, chosen.trainer.max_completion_length) == (False, 32)
     assert composed().eval.sampling.n == 4 and composed("eval.sampling.n=8").eval.sampling.n == 8
 
 

@@ -105,3 +105,45 @@ def test_reward_functions_and_weights_follow_the_config(verifier):
         build_reward_functions(
             OmegaConf.create({"weights": {"accuracy": 1.0, "lenght": 1.0}, "max_chars": 100}), verifier
         )
+
+
+@pytest.mark.parametrize(
+    "prediction,plain,strict",
+    [
+        ("7 - 4 =", True, False),  # the question restated: math-verify evaluates it to the answer
+        ("\\boxed{7-4}", True, False),
+        ("7 - 4 = 3", True, True),
+        ("\\boxed{3}", True, True),
+        ("The answer is 3.", True, True),
+        ("\\boxed{4}", False, False),
+    ],
+)
+def test_literal_numbers_refuse_a_restated_expression(prediction, plain, strict):
+    checkers = MathVerifier(), MathVerifier(literal_numbers=True)
+    try:
+        assert [checker.verify("3", prediction).correct for checker in checkers] == [plain, strict]
+    finally:
+        for checker in checkers:
+            checker.close()
+
+
+def test_literal_numbers_leave_other_gold_answers_alone(verifier):
+    strict = MathVerifier(literal_numbers=True)
+    try:
+        assert strict.verify("\\frac{1}{2}", "\\boxed{\\frac{1}{2}}").correct  # not an integer: checked as before
+        assert strict.verify("1024", "\\boxed{1,024}").correct and strict.verify("-4", "so \\boxed{-4}").correct
+    finally:
+        strict.close()
+
+
+def test_a_truncated_completion_scores_zero_when_score_truncated_is_off(verifier):
+    cfg = OmegaConf.create({"weights": {"accuracy": 1.0, "format": 0.5}, "max_chars": 100, "score_truncated": False})
+    functions, _ = build_reward_functions(cfg, verifier, max_completion_length=4, eos_token_ids={9})
+    completions = ["\\boxed{42}", "\\boxed{42}", "\\boxed{42}"]
+    ids = [[1, 2, 3, 9], [1, 2, 3, 4], [1, 9]]  # ended at the limit with EOS, cut at the limit, short
+    for function in functions:
+        assert function(completions=completions, completion_ids=ids, answer=["42"] * 3)[1] == 0.0
+        assert function(completions=completions, completion_ids=ids, answer=["42"] * 3)[0] > 0
+    plain, _ = build_reward_functions(OmegaConf.merge(cfg, {"score_truncated": True}), verifier, 4, {9})
+    assert plain[0](completions=completions, completion_ids=ids, answer=["42"] * 3) == [1.0, 1.0, 1.0]
+    assert [f.__name__ for f in functions] == ["accuracy_reward", "format_reward"]  # as TRL logs them
