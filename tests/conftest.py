@@ -35,6 +35,14 @@ class Launch:
         return json.loads((run_dir / "summary.json").read_text())
 
 
+def pytest_configure(config):
+    """`make test` runs `-n 2 --dist loadgroup`: each xdist_group must reach one worker (one tiny sweep, one
+    SLURM cluster user at a time). pytest-xdist 3.8 marks grouped ids in a way pytest 9 ignores."""
+    dist = config.getoption("dist", default="no")
+    if dist == "loadgroup" and int(pytest.__version__.split(".")[0]) >= 9:
+        raise pytest.UsageError("--dist loadgroup does not group tests on pytest 9: pip install 'pytest<9'")
+
+
 def compose_config(*overrides: str):
     """The resolved config launch.py would run with these overrides (Hydra's own composition)."""
     from hydra import compose, initialize_config_dir

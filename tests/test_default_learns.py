@@ -11,7 +11,7 @@ from conftest import train_in_process
 from rlvr_sweeps.verdict import reward_thirds
 
 pytestmark = pytest.mark.e2e
-STEPS = 21  # about 4.5 minutes on one core; the full default trains for 6.5 minutes
+STEPS = 21  # about 4.5 minutes on one core; the full default trains for 5.5 minutes
 
 
 def test_the_default_run_learns(tmp_path, model_cache):

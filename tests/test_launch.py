@@ -247,7 +247,7 @@ def test_dry_run_of_a_sweep_prints_one_line_per_run_and_the_total(launch):
     plan = [line for line in result.stdout.splitlines() if line.startswith(("run ", "skip "))]
     assert len(plan) == 4 and [line.split()[0] for line in plan].count("skip") == 1
     assert "3 of 4 runs to go: at most" in result.stdout and "cpu device-hours" in result.stdout
-    assert all(line.split()[2] == "0.11" for line in plan)  # 6.5 minutes of training each; evaluation apart
+    assert all(line.split()[2] == "0.09" for line in plan)  # 5.5 minutes of training each; evaluation apart
     with_eval = [line for line in plan if "reasoning_gym_heldout" in line]
     assert with_eval and all(float(line.split()[3]) > 0 for line in with_eval)  # its evaluation is estimated
     assert len(list(result.runs.glob("default/*/summary.json"))) == 1  # the dry run ran nothing

@@ -40,8 +40,11 @@ def random_adapter(tiny_folder, tmp_path_factory) -> Path:
     return out
 
 
+SMALL_HELDOUT = "eval.benchmarks.reasoning_gym_heldout.size=32"  # the engine start is the cost, not the problems
+
+
 def evaluate(tmp_path, model_cache, *args) -> dict:
-    summary, folder = evaluate_cli(tmp_path / "runs", model_cache, "model=tiny", *args)
+    summary, folder = evaluate_cli(tmp_path / "runs", model_cache, "model=tiny", SMALL_HELDOUT, *args)
     return summary | {"folder": str(folder)}
 
 
@@ -150,6 +153,7 @@ def test_launch_with_vllm_rollouts_trains_and_evaluates(launch):
         "model=tiny",
         "generation=vllm",
         "budget.max_steps=2",
+        SMALL_HELDOUT,
         "eval.sampling.n=4",
         "eval.sampling.k=[1,4]",
         timeout=1200,
