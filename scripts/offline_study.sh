@@ -2,7 +2,7 @@
 # The study's design end to end without GPU or Hub: two offline initializations (SmolLM2-135M-Instruct,
 # and the same after math SFT: an init that already sits near the task, like the study's math-aligned
 # models) x LoRA ranks 8, 64, 256 x 3 seeds, each run with the default task and a short CPU budget;
-# then the tables with per-problem intervals and the plots. About 55 minutes on 2 cores.
+# then the tables with per-problem intervals and the plots. About 50 minutes on 2 cores.
 #
 #   scripts/offline_study.sh [extra overrides...]
 #   MODELS=... RANKS=... SEEDS=... MINUTES=... NAME=...   choose a smaller design (e.g. the test's miniature)
@@ -15,7 +15,7 @@ NAME="${NAME:-offline_study}"
 
 start=$(date +%s)
 "$PYTHON" launch.py -m "name=$NAME" "model=${MODELS:-smollm2,smollm2_math}" "lora.rank=${RANKS:-8,64,256}" \
-  "trainer.seed=${SEEDS:-0,1,2}" "budget.minutes=${MINUTES:-2}" "$@"
+  "trainer.seed=${SEEDS:-0,1,2}" "budget.minutes=${MINUTES:-1.75}" "$@"
 sweep_done=$(date +%s)
 "$PYTHON" -m analysis "$RUNS/$NAME" --out "$RUNS/$NAME/analysis"
 end=$(date +%s)

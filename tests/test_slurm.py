@@ -154,13 +154,13 @@ def test_a_failing_job_is_reported_as_failed_and_retried_on_relaunch(sweep):
 
 def test_a_run_longer_than_the_partitions_max_time_finishes_across_jobs(sweep):
     """The partition `short` allows 2 minutes per job; the run needs more (start-up + 75 s of training):
-    each job asks for the cap, is warned (USR2) before its limit, saves, requeues itself, and the next
-    job trains what is left of the budget."""
+    each job asks for the cap, is warned (USR2) 45 s before its limit, saves, requeues itself, and the
+    next job trains what is left of the budget (at most 75 s minus the start-up fit into the first)."""
     args = (
         "name=capped",
         "hydra.launcher.partition=short",
         "hydra.launcher.max_time_min=2",
-        "hydra.launcher.signal_delay_s=30",
+        "hydra.launcher.signal_delay_s=45",
         "budget.minutes=1.25",
         "eval=[]",
         "logger=none",
