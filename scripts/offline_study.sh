@@ -2,7 +2,7 @@
 # The study's design end to end without GPU or Hub: two offline initializations (SmolLM2-135M-Instruct,
 # and the same after math SFT: an init that already sits near the task, like the study's math-aligned
 # models) x LoRA ranks 8, 64, 256 x 3 seeds, each run with the default task and a short CPU budget;
-# then the tables with per-problem intervals and the plots. About 50 minutes on 2 cores.
+# then the tables with per-problem intervals and the plots. About 52 minutes on 2 cores (measured).
 #
 #   scripts/offline_study.sh [extra overrides...]
 #   MODELS=... RANKS=... SEEDS=... MINUTES=... NAME=...   choose a smaller design (e.g. the test's miniature)

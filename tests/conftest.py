@@ -105,6 +105,16 @@ def train_in_process(runs: Path, cache: Path, *overrides: str) -> dict:
         return train(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
 
+def training_bounds(summary: dict, steps_below: float = 1.0) -> tuple[float, float]:
+    """The training seconds a run stopped by its budget may have used: at least its limit minus
+    `steps_below` of its slowest steps and a save, at most its limit plus a quarter step. The stop is
+    predicted from measured step and save times, and on a shared machine the last step can run a little
+    slower than any before it (the prediction rule itself is unit-tested in test_budget)."""
+    limit, timings = summary["budget"]["limit_s"], summary["timings"]
+    save = timings["mean_checkpoint_save_s"] or 0
+    return limit - steps_below * (timings["max_step_s"] + save), limit + 0.25 * timings["max_step_s"]
+
+
 def launch_env(runs: Path, cache: Path, extra: dict | None = None) -> dict:
     """The environment of a launch.py subprocess: its own runs folder, the session's model cache, no
     W&B key unless given, and none of the distributed variables an in-process vLLM test leaves behind."""

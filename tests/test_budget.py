@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl
 
+from conftest import training_bounds
 from rlvr_sweeps.budget import MAX_STEPS, MAX_TOKENS, WALL_CLOCK, Budget, BudgetCallback, BudgetMeter
 from rlvr_sweeps.hardware import Hardware
 
@@ -165,5 +166,5 @@ def test_a_cached_baseline_buys_no_extra_training(launch):
     one_step = max(s["timings"]["max_step_s"] + (s["timings"]["mean_checkpoint_save_s"] or 0) for s in summaries)
     assert summaries[0]["budget"]["baseline_evaluation_s"] > one_step  # counted, it would show as a difference
     trained = [s["budget"]["training_s"] for s in summaries]
-    jitter = 0.25 * max(s["timings"]["max_step_s"] for s in summaries)  # see test_training's budget test
-    assert abs(trained[0] - trained[1]) <= one_step and all(15.0 - one_step <= t <= 15.0 + jitter for t in trained)
+    assert abs(trained[0] - trained[1]) <= one_step
+    assert all(low <= t <= high for t, (low, high) in zip(trained, map(training_bounds, summaries)))  # 15 s each

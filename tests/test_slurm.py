@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, training_bounds
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.xdist_group("slurm")]  # one worker: one cluster
 
@@ -181,6 +181,6 @@ def test_a_run_longer_than_the_partitions_max_time_finishes_across_jobs(sweep):
     assert len(done["attempts"]) >= 2 and len(time_limits) == 1  # one job, requeued at its time limit
     steps = [json.loads(line)["step"] for line in (Path(done["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, done["global_step"] + 1))  # no step lost or repeated
-    budget, timings = done["budget"], done["timings"]
     assert done["stop_reason"] == "wall_clock"
-    assert budget["limit_s"] - 2 * timings["max_step_s"] - 1 <= budget["training_s"] <= budget["limit_s"]  # all, once
+    low, high = training_bounds(done, steps_below=2)  # a step may be cut short by the job's own end
+    assert low - 1 <= done["budget"]["training_s"] <= high  # all of it, once
