@@ -225,3 +225,50 @@ def evaluate_cli(runs: Path, cache: Path, *args: str, timeout: float = 900) -> t
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (summary,) = (runs / "evaluate").glob("*/summary.json")
     return json.loads(summary.read_text()), summary.parent
+
+
+class OfflineWandbRun:
+    """A stand-in for wandb.apis.public.Run (reading needs a W&B server), from the records of a real offline
+    run as `wandb leet inspect` prints them; history_keys in the form of W&B's historyKeys."""
+
+    def __init__(self, offline_dir: Path):
+        def inspect(*flags):
+            done = subprocess.run(
+                [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(offline_dir)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        state = json.loads(inspect("--summary"))
+        records = [json.loads(line) for line in inspect().splitlines() if line.strip()]
+        run_record = next(r["run"] for r in records if r["type"] == "run")
+        self.name, self.group, self.tags = run_record["display_name"], run_record["run_group"], run_record["tags"]
+        self.config, self.summary = state["config"], state["summary"]
+        self._history = [r["history"]["item"] for r in records if r["type"] == "history"]
+        self.history_keys = {"keys": {key: {} for row in self._history for key in row if not key.startswith("_")}}
+
+    def scan_history(self, keys):
+        return [row for row in self._history if all(k in row for k in keys)]
+
+
+class OfflineWandbApi:
+    """A stand-in for wandb.Api(): .runs(path, filters) over OfflineWandbRuns (group and tags filters), no
+    saved reports."""
+
+    def __init__(self, runs):
+        self._runs = runs
+
+    def runs(self, path, filters=None):
+        filters = filters or {}
+        return [
+            r
+            for r in self._runs
+            if filters.get("group") in (None, r.group)
+            and ("tags" not in filters or set(filters["tags"]["$in"]) & set(r.tags))
+        ]
+
+    def reports(self, path):
+        return []

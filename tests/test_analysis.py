@@ -16,7 +16,7 @@ import pytest
 from analysis.__main__ import main as analysis_main
 from analysis.sources import load_local, load_wandb
 from analysis.tables import GAP, all_tables, bootstrap_ci, metric_table
-from conftest import ROOT
+from conftest import ROOT, OfflineWandbApi, OfflineWandbRun
 
 pytestmark = pytest.mark.xdist_group("tiny_sweep")
 
@@ -96,52 +96,10 @@ def test_cli_writes_markdown_latex_csv_and_plots(sweep, tmp_path, capsys):
         assert (out / png).stat().st_size > 10_000
 
 
-class StandInRun:
-    """A stand-in for wandb.apis.public.Run (reading needs a W&B server), built from the records of
-    a real offline run, as `wandb leet inspect` prints them."""
-
-    def __init__(self, offline_dir: Path):
-        def inspect(*flags):
-            done = subprocess.run(
-                [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(offline_dir)],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert done.returncode == 0, done.stderr
-            return done.stdout
-
-        state = json.loads(inspect("--summary"))
-        records = [json.loads(line) for line in inspect().splitlines() if line.strip()]
-        run_record = next(r["run"] for r in records if r["type"] == "run")
-        self.name, self.group, self.tags = run_record["display_name"], run_record["run_group"], run_record["tags"]
-        self.config, self.summary = state["config"], state["summary"]
-        self._history = [r["history"]["item"] for r in records if r["type"] == "history"]
-
-    def scan_history(self, keys):
-        return [row for row in self._history if all(k in row for k in keys)]
-
-
-class StandInApi:
-    """A stand-in for wandb.Api(): .runs(path, filters) over StandInRuns."""
-
-    def __init__(self, runs):
-        self._runs = runs
-
-    def runs(self, path, filters=None):
-        filters = filters or {}
-        return [
-            r
-            for r in self._runs
-            if filters.get("group") in (None, r.group)
-            and ("tags" not in filters or set(filters["tags"]["$in"]) & set(r.tags))
-        ]
-
-
 def test_the_wandb_source_gives_the_same_tables_as_the_run_folders(sweep):
     local_runs, local_curves = load_local([str(sweep)])
     offline = [next((d / "wandb").glob("offline-run-*")) for d in sweep.iterdir() if (d / "wandb").is_dir()]
-    api = StandInApi([StandInRun(d) for d in offline])
+    api = OfflineWandbApi([OfflineWandbRun(d) for d in offline])
     wandb_runs, wandb_curves = load_wandb("me/rlvr-sweeps", group="tiny_sweep", api=api)
     assert len(wandb_runs) == len(local_runs) == 6
     for local, remote in zip(all_tables(local_runs, 0.02), all_tables(wandb_runs, 0.02)):

@@ -22,7 +22,7 @@ from analysis.__main__ import main as analysis_main
 from analysis.report import Logged, build_report, build_workspace, local_keys, save
 from analysis.sources import load_local
 from analysis.tables import all_tables
-from conftest import ROOT
+from conftest import ROOT, OfflineWandbApi, OfflineWandbRun
 from rlvr_sweeps.errors import UserError
 
 pytestmark = pytest.mark.xdist_group("tiny_sweep")
@@ -31,54 +31,14 @@ TARGET = "me/rlvr-sweeps"
 CURVE_KEYS = ["train/reward", "train/rewards/accuracy_reward/mean", "train/completions/mean_length"]
 
 
-class OfflineRun:
-    """A stand-in for wandb.apis.public.Run (reading needs a W&B server), from the records of a real offline
-    run as `wandb leet inspect` prints them; history_keys in the form of W&B's historyKeys."""
-
-    def __init__(self, offline_dir: Path):
-        def inspect(*flags):
-            done = subprocess.run(
-                [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(offline_dir)],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert done.returncode == 0, done.stderr
-            return done.stdout
-
-        state = json.loads(inspect("--summary"))
-        records = [json.loads(line) for line in inspect().splitlines() if line.strip()]
-        run_record = next(r["run"] for r in records if r["type"] == "run")
-        self.name, self.group, self.tags = run_record["display_name"], run_record["run_group"], run_record["tags"]
-        self.config, self.summary = state["config"], state["summary"]
-        self._history = [r["history"]["item"] for r in records if r["type"] == "history"]
-        self.history_keys = {"keys": {key: {} for row in self._history for key in row if not key.startswith("_")}}
-
-    def scan_history(self, keys):
-        return [row for row in self._history if all(k in row for k in keys)]
-
-
-class OfflineApi:
-    """A stand-in for wandb.Api(): .runs(path, filters) over OfflineRuns, no saved reports."""
-
-    def __init__(self, runs):
-        self._runs = runs
-
-    def runs(self, path, filters=None):
-        return [r for r in self._runs if (filters or {}).get("group") in (None, r.group)]
-
-    def reports(self, path):
-        return []
-
-
 @pytest.fixture(scope="module")
 def sweep(tiny_sweep) -> Path:
     return tiny_sweep.folder
 
 
 @pytest.fixture(scope="module")
-def offline_runs(sweep) -> list[OfflineRun]:
-    return [OfflineRun(d) for d in sorted(sweep.glob("*/wandb/offline-run-*"))]
+def offline_runs(sweep) -> list[OfflineWandbRun]:
+    return [OfflineWandbRun(d) for d in sorted(sweep.glob("*/wandb/offline-run-*"))]
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +203,7 @@ def test_a_sweep_without_evaluation_stops_before_any_network(tiny_sweep, tmp_pat
 
 def test_the_wandb_source_builds_the_same_report(built, offline_runs, tmp_path):
     argv = ["--wandb", TARGET, "--group", "tiny_sweep", "--out", str(tmp_path), "--report-json", str(tmp_path / "r")]
-    assert analysis_main(argv, api=OfflineApi(offline_runs)) == 0
+    assert analysis_main(argv, api=OfflineWandbApi(offline_runs)) == 0
     remote = json.loads((tmp_path / "r").read_text())
     tables_start = next(i for i, b in enumerate(built["report"]["blocks"]) if b.get("text") == "Tables")
     assert remote["blocks"][:tables_start] == built["report"]["blocks"][:tables_start]  # W&B: no per-sample intervals
