@@ -1,4 +1,5 @@
-"""Figures of a sweep (PNG): training curves per init and rank, Pass@1 against rank, accuracy against cost."""
+"""Figures of a sweep (PNG): training curves per init and rank, Pass@1 against rank, accuracy against cost,
+and Pass@1 by rank and learning rate when the sweep varies the learning rate."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .tables import rank_order  # noqa: E402
+from .tables import (  # noqa: E402
+    GAP,
+    SIGNIFICANT,
+    column_label,
+    lr_labels,
+    rank_lr_grid,
+    rank_lr_groups,
+    rank_order,
+    varies_learning_rate,
+)
 
 
 def _rank_label(rank) -> str:
@@ -110,6 +122,51 @@ def accuracy_vs_cost(runs: pd.DataFrame, benchmark: str, metric: str, path: Path
     return _save(fig, path)
 
 
+def rank_lr_heatmap(runs: pd.DataFrame, benchmark: str, path: Path) -> Path | None:
+    """The rank x learning-rate tables as heatmaps, in one figure: a row of two panels per init (and per
+    adapter variant / budget when they vary), y = LoRA rank, x = learning rate (categorical, ascending).
+    Left: final Pass@1 (%, mean over seeds); right: its change against the untrained baseline (points,
+    diverging colours centred on 0, * where its per-problem interval excludes 0). Each rank's best
+    learning rate (the table's ▲) is outlined; a gap is a blank cell marked —."""
+    grids = [(setting, init, rank_lr_grid(group, benchmark)) for setting, init, group in rank_lr_groups(runs)]
+    grids = [(setting, init, grid) for setting, init, grid in grids if any(grid.finals.values())]
+    if not grids:
+        return None
+    columns = max(len(grid.lrs) for _, _, grid in grids)
+    rows = max(len(grid.ranks) for _, _, grid in grids)
+    fig, axes = plt.subplots(
+        len(grids), 2, figsize=(2 * (2.5 + 1.1 * columns), len(grids) * (1.6 + 0.5 * rows)), squeeze=False
+    )
+    for (setting, init, grid), panels in zip(grids, axes):
+        means = np.array([[grid.mean(rank, lr) * 100 for lr in grid.lrs] for rank in grid.ranks])
+        deltas = np.array([[grid.delta(rank, lr) * 100 for lr in grid.lrs] for rank in grid.ranks])
+        limit = float(np.nanmax(np.abs(deltas))) if np.isfinite(deltas).any() else 0.0
+        for ax, data, signed in ((panels[0], means, False), (panels[1], deltas, True)):
+            scale = dict(cmap="RdBu", vmin=-(limit or 1), vmax=limit or 1) if signed else dict(cmap="viridis")
+            image = ax.imshow(np.ma.masked_invalid(data), origin="lower", aspect="auto", **scale)
+            fig.colorbar(image, ax=ax)
+            for i, rank in enumerate(grid.ranks):
+                for j, lr in enumerate(grid.lrs):
+                    interval = grid.intervals.get((rank, lr))
+                    mark = SIGNIFICANT if signed and interval and interval.excludes_zero else ""
+                    text = GAP if np.isnan(data[i, j]) else f"{data[i, j]:{'+' if signed else ''}.1f}{mark}"
+                    box = dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.7, linewidth=0)
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8, bbox=box)
+                if rank in grid.best:
+                    corner = (grid.lrs.index(grid.best[rank]) - 0.5, i - 0.5)
+                    for color, width in (("white", 4), ("black", 2)):  # visible on dark and light cells
+                        ax.add_patch(Rectangle(corner, 1, 1, fill=False, ec=color, lw=width, clip_on=False))
+            labels = lr_labels(grid.lrs)
+            ax.set_xticks(range(len(grid.lrs)), [labels[lr].removeprefix("lr=") for lr in grid.lrs], rotation=30)
+            ax.set_yticks(range(len(grid.ranks)), [column_label(rank) for rank in grid.ranks])
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel("LoRA rank")
+            what = "change against the untrained baseline (points)" if signed else "final Pass@1 (%)"
+            ax.set_title(f"{init}{', ' + setting if setting else ''}: {what}", fontsize=9)
+    fig.suptitle(f"Pass@1 on {benchmark} by LoRA rank and learning rate (outlined: each rank's best)")
+    return _save(fig, path)
+
+
 def all_plots(runs: pd.DataFrame, curves: pd.DataFrame, benchmarks: list[tuple[str, str]], out: Path) -> list[Path]:
     made = [
         training_curves(
@@ -131,4 +188,6 @@ def all_plots(runs: pd.DataFrame, curves: pd.DataFrame, benchmarks: list[tuple[s
         if metric == "pass@1":
             made.append(pass_vs_rank(runs, benchmark, metric, out / f"{benchmark}_pass1_vs_rank.png"))
             made.append(accuracy_vs_cost(runs, benchmark, metric, out / f"{benchmark}_pass1_vs_cost.png"))
+            if varies_learning_rate(runs):
+                made.append(rank_lr_heatmap(runs, benchmark, out / f"rank_x_lr_{benchmark}.png"))
     return [p for p in made if p is not None]

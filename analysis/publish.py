@@ -27,7 +27,7 @@ def publish(
         settings=wandb.Settings(silent=True),
     )
     for table in tables:
-        frame = table.frame.reset_index(names="init")
+        frame = table.frame.reset_index(names=table.index_label)
         frame.columns = [str(c) for c in frame.columns]
         run.log({f"tables/{table.name}": wandb.Table(dataframe=frame.astype(str))})
     run.log({"tables/runs": wandb.Table(dataframe=runs.astype(str))})

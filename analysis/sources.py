@@ -17,15 +17,22 @@ CURVE_KEYS = {"reward": "reward", "completions/mean_length": "completion_length"
 
 
 def run_row(flat: dict, config: dict, run: str) -> dict:
-    """One run as a flat row: what it was (init, rank, alpha, lr, budget, seed) and what it did."""
+    """One run as a flat row: what it was (init, rank, adapter variant, alpha, learning rate, budget,
+    seed) and what it did. `learning_rate` is the one given to the optimizer (lora.effective_learning_rate,
+    which lora.lr_rule derives from the rank; older runs: trainer.learning_rate), `base_learning_rate`
+    the configured trainer.learning_rate."""
     lora, trainer, budget = config.get("lora") or {}, config.get("trainer") or {}, config.get("budget") or {}
     rank = flat.get("lora/rank", lora.get("rank"))
+    effective = lora.get("effective_learning_rate")
     row = {
         "run": run,
         "init": (config.get("model") or {}).get("name", flat.get("model/name")),
         "rank": "full" if rank is None else int(rank),
+        "variant": lora.get("variant") or "lora",
         "alpha": flat.get("lora/alpha"),
-        "learning_rate": trainer.get("learning_rate"),
+        "learning_rate": trainer.get("learning_rate") if effective is None else effective,
+        "base_learning_rate": trainer.get("learning_rate"),
+        "lr_rule": lora.get("lr_rule") or "fixed",
         "budget": budget.get("name"),
         "seed": trainer.get("seed"),
         "status": flat.get("status"),

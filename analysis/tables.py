@@ -18,6 +18,12 @@ tables. The CSV files, values in percentage points:
   learning rate or budget,] `benchmark`, `comparison` ("r=8 vs baseline", "r=256 vs r=8": the
   first minus the second), `delta`, `ci_low`, `ci_high`, `problems` (common to both sides),
   `excludes_zero`.
+- <benchmark>_pass1_rank_x_lr_<init>[_<setting>].csv, when the completed runs have several learning
+  rates (the one given to the optimizer): index `rank` (`r=8`, ...); per learning rate L (`lr=1e-05`,
+  ascending) `L_pass1` (final Pass@1, mean over seeds), `L_delta`, `L_delta_ci_low`, `L_delta_ci_high`
+  (its change against the untrained baseline, with the per-problem interval), then
+  `best_learning_rate` (the rank's learning rate of highest mean final Pass@1, marked ▲ in the table).
+  One table per init, and per adapter variant and budget when the sweep varies them.
 """
 
 from __future__ import annotations
@@ -43,12 +49,13 @@ class Table:
     values: pd.DataFrame  # the same cells as numbers (NaN for gaps)
     notes: list[str] = field(default_factory=list)
     csv: pd.DataFrame | None = None  # what the CSV holds when it is not just `frame` (numbers, intervals)
+    index_label: str = "init"  # what the rows are: the header of the first column
 
     def write_csv(self, path: Path) -> None:
-        (self.frame if self.csv is None else self.csv).to_csv(path, index_label="init")
+        (self.frame if self.csv is None else self.csv).to_csv(path, index_label=self.index_label)
 
     def markdown(self) -> str:
-        header = "| init | " + " | ".join(str(c) for c in self.frame.columns) + " |"
+        header = f"| {self.index_label} | " + " | ".join(str(c) for c in self.frame.columns) + " |"
         rule = "|---|" + "---|" * len(self.frame.columns)
         body = [f"| {idx} | " + " | ".join(str(v) for v in row) + " |" for idx, row in self.frame.iterrows()]
         notes = [f"\n{note}" for note in self.notes]
@@ -61,7 +68,7 @@ class Table:
             r"\centering",
             rf"\begin{{tabular}}{{{cols}}}",
             r"\toprule",
-            "init & " + " & ".join(_latex(str(c)) for c in self.frame.columns) + r" \\",
+            f"{_latex(self.index_label)} & " + " & ".join(_latex(str(c)) for c in self.frame.columns) + r" \\",
             r"\midrule",
         ]
         lines += [
@@ -87,6 +94,7 @@ def _latex(text: str) -> str:
         ("†", r"$^\dagger$"),
         ("—", "--"),
         ("±", r"$\pm$"),
+        ("▲", r"$\triangle$"),
     ):
         text = text.replace(char, escaped)
     return text
@@ -110,17 +118,22 @@ def column_label(rank) -> str:
 
 
 # settings that, when a sweep varies them, get tables of their own (a cell averages seeds only)
-SPLIT_BY = ("learning_rate", "budget")
+SPLIT_BY = ("learning_rate", "variant", "budget")
 
 
-def settings_groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    varying = [c for c in SPLIT_BY if c in runs and runs[c].nunique(dropna=False) > 1]
+def settings_groups(runs: pd.DataFrame, by: tuple[str, ...] = SPLIT_BY) -> list[tuple[str, pd.DataFrame]]:
+    varying = [c for c in by if c in runs and runs[c].nunique(dropna=False) > 1]
     if not varying:
         return [("", runs)]
     return [
         (", ".join(f"{c}={v}" for c, v in zip(varying, key if isinstance(key, tuple) else (key,))), group)
         for key, group in runs.groupby(varying, dropna=False, sort=True)
     ]
+
+
+def _slug(setting: str) -> str:
+    """A setting ("learning_rate=1e-05, budget=a40") as a table name's suffix."""
+    return setting.replace(", ", "_").replace("=", "")
 
 
 def _cell(
@@ -134,6 +147,23 @@ def _cell(
     if baseline is not None and not math.isnan(baseline):
         text += f" ({(mean - baseline) * scale:+.{digits}f}{mark})"
     return text
+
+
+def _finals(cell: pd.DataFrame, final_key: str) -> tuple[list[float], str]:
+    """The final metric of a cell's completed runs, or why there is none: "failed", "no runs", "missing"."""
+    ok = cell[cell["status"] == "completed"]
+    finals = ok[final_key].dropna().tolist() if final_key in ok else []
+    if finals:
+        return finals, ""
+    if not len(cell):
+        return [], "no runs"
+    return [], "failed" if (cell["status"] != "completed").all() else "missing"
+
+
+def _baseline(runs: pd.DataFrame, base_key: str) -> float:
+    """The untrained baseline of the completed runs (mean; NaN when none has it)."""
+    base = runs.loc[runs["status"] == "completed", base_key].dropna() if base_key in runs else pd.Series(dtype=float)
+    return float(base.mean()) if len(base) else math.nan
 
 
 def problem_accuracy(cell: pd.DataFrame, phase: str, benchmark: str) -> dict[str, float]:
@@ -194,26 +224,12 @@ def metric_table(
     ranks = rank_order(runs["rank"].unique())
     frame, values, gaps, collapsed = {}, {}, [], []
     for init, group in runs.groupby("init", sort=True):
-        base = (
-            group.loc[group["status"] == "completed", base_key].dropna()
-            if base_key in group
-            else pd.Series(dtype=float)
-        )
-        baseline = float(base.mean()) if len(base) else math.nan
+        baseline = _baseline(group, base_key)
         frame[init] = {"baseline": GAP if math.isnan(baseline) else f"{baseline * 100:.1f}"}
         values[init] = {"baseline": baseline}
         for rank in ranks:
-            cell = group[group["rank"] == rank]
-            ok = cell[cell["status"] == "completed"]
-            finals = ok[final_key].dropna().tolist() if final_key in ok else []
+            finals, reason = _finals(group[group["rank"] == rank], final_key)
             if not finals:
-                reason = (
-                    "failed"
-                    if len(cell) and (cell["status"] != "completed").all()
-                    else "no runs"
-                    if not len(cell)
-                    else "missing"
-                )
                 frame[init][rank] = f"{GAP} ({reason})"
                 values[init][rank] = math.nan
                 gaps.append(f"{init} r={rank}: {reason}")
@@ -261,6 +277,148 @@ def delta_columns(values: pd.DataFrame, ranks: list, intervals: dict[tuple, Inte
         columns[f"{label}_delta_ci_low"] = [i.low * 100 if i else math.nan for i in found]
         columns[f"{label}_delta_ci_high"] = [i.high * 100 if i else math.nan for i in found]
     return pd.DataFrame(columns, index=values.index)
+
+
+BEST = " ▲"  # after each rank's best learning rate in the rank x learning-rate tables
+
+
+def varies_learning_rate(runs: pd.DataFrame) -> bool:
+    """Whether the completed runs have several learning rates: the sweeps with rank x learning-rate tables."""
+    ok = runs[runs["status"] == "completed"] if "status" in runs else runs
+    return "learning_rate" in ok and ok["learning_rate"].nunique() > 1
+
+
+def lr_labels(lrs: list[float]) -> dict[float, str]:
+    """Compact labels ("lr=1e-05", "lr=3e-06"), with more digits when two learning rates would look the same."""
+    for digits in range(17):
+        labels = {lr: f"lr={lr:.{digits}e}" for lr in lrs}
+        if len(set(labels.values())) == len(labels):
+            return labels
+    return {lr: f"lr={lr!r}" for lr in lrs}
+
+
+def rank_lr_groups(runs: pd.DataFrame) -> list[tuple[str, object, pd.DataFrame]]:
+    """(setting, init, runs) of each rank x learning-rate table: settings_groups without the learning
+    rate (the table's columns), then each init."""
+    return [
+        (setting, init, group)
+        for setting, runs_of_setting in settings_groups(runs, tuple(c for c in SPLIT_BY if c != "learning_rate"))
+        for init, group in runs_of_setting.groupby("init", sort=True)
+    ]
+
+
+@dataclass
+class RankLrGrid:
+    """One init's final Pass@1 by LoRA rank and learning rate (fractions), cells keyed (rank, lr)."""
+
+    ranks: list  # rank_order
+    lrs: list[float]  # ascending
+    finals: dict[tuple, list[float]]  # the seeds' final Pass@1; empty for a gap
+    gaps: dict[tuple, str]  # why a cell is empty: "failed", "no runs", "missing"
+    baselines: dict[float, float]  # per lr: the untrained baseline of its runs (NaN when none)
+    intervals: dict[tuple, Interval]  # the change against the baseline with its per-problem interval
+    best: dict  # rank -> its lr of highest mean final Pass@1 (the lowest such lr on ties); absent without cells
+
+    def mean(self, rank, lr) -> float:
+        finals = self.finals[(rank, lr)]
+        return float(np.mean(finals)) if finals else math.nan
+
+    def delta(self, rank, lr) -> float:
+        return self.mean(rank, lr) - self.baselines[lr]
+
+
+def rank_lr_grid(runs: pd.DataFrame, benchmark: str) -> RankLrGrid:
+    """The cells of one init's runs (one setting): each learning rate's runs are the ones its metric
+    table averages and compares (comparisons() on them: the same intervals)."""
+    final_key, base_key = f"eval/{benchmark}/pass@1", f"baseline/{benchmark}/pass@1"
+    ranks = rank_order(runs["rank"].unique())
+    lrs = sorted(float(lr) for lr in runs["learning_rate"].dropna().unique())
+    finals, gaps, baselines, intervals = {}, {}, {}, {}
+    for lr in lrs:
+        runs_lr = runs[runs["learning_rate"] == lr]
+        baselines[lr] = _baseline(runs_lr, base_key)
+        for (_, rank, low), interval in comparisons(runs_lr, benchmark).items():
+            if low == "baseline":
+                intervals[(rank, lr)] = interval
+        for rank in ranks:
+            finals[(rank, lr)], reason = _finals(runs_lr[runs_lr["rank"] == rank], final_key)
+            if reason:
+                gaps[(rank, lr)] = reason
+    best = {}
+    for rank in ranks:
+        means = [(float(np.mean(finals[(rank, lr)])), lr) for lr in lrs if finals[(rank, lr)]]
+        if means:
+            best[rank] = max(means, key=lambda mean_lr: mean_lr[0])[1]  # max keeps the first of equals
+    return RankLrGrid(ranks, lrs, finals, gaps, baselines, intervals, best)
+
+
+def rank_lr_tables(runs: pd.DataFrame, benchmark: str) -> list[Table]:
+    """Final Pass@1 on `benchmark` by LoRA rank (rows) and learning rate (columns), one table per init
+    (and per adapter variant / budget when they vary), with the change against the baseline and each
+    rank's best learning rate marked."""
+    tables = []
+    for setting, init, group in rank_lr_groups(runs):
+        grid = rank_lr_grid(group, benchmark)
+        if not grid.lrs:
+            continue
+        labels = lr_labels(grid.lrs)
+        frame, values, numbers, gaps = {}, {}, {}, []
+        for rank in grid.ranks:
+            row = column_label(rank)
+            frame[row], values[rank], numbers[row] = {}, {}, {}
+            for lr in grid.lrs:
+                interval, label = grid.intervals.get((rank, lr)), labels[lr]
+                if grid.finals[(rank, lr)]:
+                    mark = SIGNIFICANT if interval and interval.excludes_zero else ""
+                    text = _cell(grid.finals[(rank, lr)], 100, 1, grid.baselines[lr], mark=mark)
+                    frame[row][label] = text + (BEST if grid.best.get(rank) == lr else "")
+                else:
+                    frame[row][label] = f"{GAP} ({grid.gaps[(rank, lr)]})"
+                    gaps.append(f"{row} {label}: {grid.gaps[(rank, lr)]}")
+                values[rank][lr] = grid.mean(rank, lr)
+                numbers[row].update(
+                    {
+                        f"{label}_pass1": grid.mean(rank, lr) * 100,
+                        f"{label}_delta": grid.delta(rank, lr) * 100,
+                        f"{label}_delta_ci_low": interval.low * 100 if interval else math.nan,
+                        f"{label}_delta_ci_high": interval.high * 100 if interval else math.nan,
+                    }
+                )
+            numbers[row]["best_learning_rate"] = grid.best.get(rank, math.nan)
+        notes = [
+            "Values in %: final Pass@1, mean over seeds [bootstrap 95% interval when several], (change against "
+            "the untrained baseline of the runs with that learning rate). Columns: the learning rate given to "
+            f"the optimizer.{BEST} marks each rank's best learning rate (highest mean final Pass@1; the lower "
+            "learning rate on ties)."
+        ]
+        baselines = {lr: b for lr, b in grid.baselines.items() if not math.isnan(b)}
+        if len({f"{b * 100:.1f}" for b in baselines.values()}) == 1:
+            notes.append(f"Untrained baseline: {next(iter(baselines.values())) * 100:.1f}%.")
+        elif baselines:
+            notes.append(
+                "Untrained baseline: " + ", ".join(f"{labels[lr]} {b * 100:.1f}%" for lr, b in baselines.items()) + "."
+            )
+        if grid.intervals:
+            notes.append(
+                f"A change marked {SIGNIFICANT} has a paired bootstrap 95% interval over the problems that excludes "
+                f"0 (significance.csv, rows of that learning rate)."
+            )
+        if gaps:
+            notes.append(f"{GAP} marks a gap: " + "; ".join(gaps) + ".")
+        name = f"{benchmark}/pass@1_rank_x_lr/{init}" + (f"/{_slug(setting)}" if setting else "")
+        title = f"{benchmark} Pass@1 by LoRA rank and learning rate ({init}{', ' + setting if setting else ''})"
+        tables.append(
+            Table(
+                name,
+                title,
+                pd.DataFrame.from_dict(frame, orient="index"),
+                pd.DataFrame.from_dict(values, orient="index"),
+                notes,
+                pd.DataFrame.from_dict(numbers, orient="index"),
+                index_label="rank",
+            )
+        )
+    return tables
 
 
 def comparison_label(high, low) -> str:
@@ -362,8 +520,9 @@ def benchmarks_and_metrics(runs: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def all_tables(runs: pd.DataFrame, collapse_margin: float) -> list[Table]:
-    """The metric and length tables of each setting, then the significance table (when the runs
-    have per-sample records); each benchmark's comparisons are bootstrapped once for both."""
+    """The metric and length tables of each setting, the rank x learning-rate tables (when the sweep
+    varies the learning rate), then the significance table (when the runs have per-sample records);
+    each benchmark's comparisons are bootstrapped once for the metric and significance tables."""
     tables, compared = [], []
     for setting, group in settings_groups(runs):
         made = []
@@ -374,9 +533,13 @@ def all_tables(runs: pd.DataFrame, collapse_margin: float) -> list[Table]:
         made.append(length_table(group))
         for table in made:
             if setting:
-                table.name = f"{table.name}/{setting.replace(', ', '_').replace('=', '')}"
+                table.name = f"{table.name}/{_slug(setting)}"
                 table.title = f"{table.title} ({setting})"
         tables += made
+    if varies_learning_rate(runs):  # its comparisons are those of the settings above: not added again
+        for bench, metric in benchmarks_and_metrics(runs):
+            if metric == "pass@1":
+                tables += rank_lr_tables(runs, bench)
     significance = significance_table(compared)
     return tables + ([significance] if significance else [])
 
@@ -387,8 +550,11 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
         "run",
         "init",
         "rank",
+        "variant",
         "alpha",
         "learning_rate",
+        "base_learning_rate",
+        "lr_rule",
         "budget",
         "seed",
         "status",

@@ -119,9 +119,10 @@ def measure(args, rank: int, rollouts: str) -> dict:
     from hydra import compose, initialize_config_dir
     from transformers import TrainerCallback
 
+    from rlvr_sweeps.adapters import lora_config
     from rlvr_sweeps.hardware import detect_hardware, use_allocated_cpus
     from rlvr_sweeps.models import load_model
-    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config, lora_config
+    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
 
     use_allocated_cpus()
     hardware = detect_hardware()

@@ -12,12 +12,13 @@ import tempfile
 
 from omegaconf import DictConfig
 
+from .adapters import lora_config
 from .data import check_local_path
 from .errors import UserError
 from .evaluation import benchmarks_from_config
 from .hardware import Hardware
 from .rewards import check_reward_names
-from .trainer import grpo_config, lora_config
+from .trainer import grpo_config
 
 
 def check_config(cfg: DictConfig, hardware: Hardware) -> None:

@@ -10,6 +10,7 @@ numbers are the run's final ones.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -37,8 +38,33 @@ def adapter_folder(adapter: str | None) -> Path | None:
     path = Path(adapter).expanduser().resolve()
     for candidate in (path, path / "final"):
         if (candidate / "adapter_config.json").exists():
+            if candidate.name != "final" and _variant_of_the_run(candidate) == "pissa":
+                raise UserError(
+                    f"adapter={adapter}: a checkpoint of a PiSSA run, whose adapter sits on the run's residual base, "
+                    "not on the model. Evaluate the run's final/ (saved as a LoRA of the model itself): "
+                    f"adapter={_run_folder(candidate)}"
+                )
             return candidate
     raise UserError(f"adapter={adapter}: no LoRA adapter there (no adapter_config.json in it or in its final/).")
+
+
+def _run_folder(adapter: Path) -> Path | None:
+    return next((p for p in adapter.parents if (p / "config.yaml").exists()), None)
+
+
+def _variant_of_the_run(adapter: Path) -> str | None:
+    run = _run_folder(adapter)
+    if run is None:
+        return None
+    return OmegaConf.select(OmegaConf.load(run / "config.yaml"), "lora.variant", default=None)
+
+
+def refuse_what_vllm_cannot_load(adapter: Path | None) -> None:
+    """vLLM serves plain LoRA adapters only: a DoRA adapter is refused before an engine starts."""
+    if adapter and json.loads((adapter / "adapter_config.json").read_text()).get("use_dora"):
+        raise UserError(
+            f"adapter={adapter} is a DoRA adapter, which vLLM cannot load. Evaluate it with eval.backend=hf."
+        )
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -68,6 +94,7 @@ def evaluate(cfg: DictConfig) -> dict:
             from .models import model_folder
             from .vllm_backend import StandaloneVLLMGenerator
 
+            refuse_what_vllm_cannot_load(adapter)
             folder = model_folder(cfg.model, Path(cfg.paths.cache))
             tokenizer = _tokenizer(folder)
             generator = StandaloneVLLMGenerator(cfg, folder, adapter)

@@ -320,15 +320,23 @@ class CheckpointSelection(TrainerCallback):
         self.scores: dict[int, float] = {
             int(step): score for step, score in (earlier_scores or {}).items()
         }  # before a resume
-        self.best_step: int | None = max(self.scores, key=lambda s: (self.scores[s], -s)) if self.scores else None
+
+    @property
+    def best_step(self) -> int | None:
+        """The step of the highest score; the earliest of equal scores."""
+        return max(self.scores, key=lambda s: (self.scores[s], -s)) if self.scores else None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        # The trainer rotates checkpoints before on_save, and a resumed state is the one saved before its
+        # own step was scored: name the best one before every save, so that rotation always keeps it.
+        if self.best_step is not None:
+            state.best_model_checkpoint = str(self.checkpoint_of(self.best_step))
 
     def on_save(self, args, state, control, **kwargs):
         with self.meter.evaluating("selection"):
             results = self.evaluator.run(self.generator, f"step-{state.global_step:06d}", [self.benchmark])
         result = results[self.benchmark.name]
         self.scores[state.global_step] = result["pass@1"]
-        if self.best_step is None or result["pass@1"] > self.scores[self.best_step]:
-            self.best_step = state.global_step
-            state.best_model_checkpoint = str(self.checkpoint_of(state.global_step))
+        state.best_model_checkpoint = str(self.checkpoint_of(self.best_step))
         if self.on_result is not None:
             self.on_result(state.global_step, result)

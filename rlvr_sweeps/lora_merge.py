@@ -7,7 +7,9 @@ rank 8). Merged, a rollout costs what the base model costs. PEFT's merge_adapter
 add B@A into the base weights and subtract it again; in bf16 each cycle rounds, and over thousands of
 rollouts the frozen base weights drift. Here PEFT merges into fresh copies (safe_merge) and the
 untouched original tensors are swapped back afterwards: bit-exact, at the transient cost of one copy
-of the adapted weights.
+of the adapted weights. The same holds for every lora.variant: PEFT's merge computes DoRA's
+magnitude-scaled weight (and caches the weight norm it used, dropped here), and rsLoRA and PiSSA
+merge as LoRA does (another scale; another frozen base).
 """
 
 from __future__ import annotations
@@ -41,4 +43,6 @@ def merged_lora(model):
             base.weight.data = weight
             if bias is not None:
                 base.bias.data = bias
+            for name in layer.merged_adapters:
+                layer._caches.pop(f"{name}-weight_norm", None)  # DoRA's, kept by PEFT for its un-merge
             layer.merged_adapters.clear()

@@ -53,11 +53,15 @@ def eos_token_ids(model, tokenizer) -> set[int]:
     return ids - {None}
 
 
-def load_model(model_cfg: DictConfig, cache_dir: str | Path, hardware: Hardware) -> LoadedModel:
+def load_model(
+    model_cfg: DictConfig, cache_dir: str | Path, hardware: Hardware, folder: str | None = None
+) -> LoadedModel:
+    """model_cfg's model, or the weights in `folder` (a PiSSA residual base) with model_cfg's settings."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = model_folder(model_cfg, Path(cache_dir))
-    kwargs = {"revision": model_cfg.revision} if model_cfg.source == "hub" and not model_cfg.path else {}
+    hub = model_cfg.source == "hub" and not model_cfg.path and folder is None
+    folder = folder or model_folder(model_cfg, Path(cache_dir))
+    kwargs = {"revision": model_cfg.revision} if hub else {}
     trust = bool(model_cfg.trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust, **kwargs)
@@ -87,12 +91,12 @@ def model_folder(model_cfg: DictConfig, cache_dir: Path) -> str:
     if model_cfg.source == "hub":
         return _hub_model(model_cfg)
     if model_cfg.source == "gguf_package":
-        return str(_cached(cache_dir, model_cfg, _convert_packaged_gguf))
+        return str(cached_folder(cache_dir, model_cfg, _convert_packaged_gguf))
     if model_cfg.source == "random":
-        return str(_cached(cache_dir, model_cfg, _build_random))
+        return str(cached_folder(cache_dir, model_cfg, _build_random))
     if model_cfg.source == "sft":
         base = model_folder(model_cfg.base, cache_dir)  # prepared (and cached) first
-        return str(_cached(cache_dir, model_cfg, lambda cfg, out: _build_sft(cfg, base, out)))
+        return str(cached_folder(cache_dir, model_cfg, lambda cfg, out: _build_sft(cfg, base, out)))
     raise UserError(f"model.source={model_cfg.source!r} is unknown; use hub, gguf_package, random or sft.")
 
 
@@ -109,7 +113,7 @@ def _hub_model(model_cfg: DictConfig) -> str:
     return model_cfg.id  # transformers downloads what it needs, with model.revision
 
 
-def _cached(cache_dir: Path, model_cfg: DictConfig, build) -> Path:
+def cached_folder(cache_dir: Path, model_cfg: DictConfig, build) -> Path:
     """Build a model folder once per distinct config. Jobs that need it at the same time wait for the
     one that builds it (a file lock; an SFT init takes minutes), and an atomic rename publishes it."""
     from filelock import FileLock

@@ -21,14 +21,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from .adapters import load_pissa_start, lora_config, pissa_start, resolve_learning_rate, save_adapter
 from .budget import EVALUATION_PHASES, WALL_CLOCK, Budget, BudgetCallback, BudgetMeter, BudgetProgressBar
 from .checks import check_config
 from .data import build_train_dataset
 from .errors import UserError
 from .evaluation import CheckpointSelection, Evaluator, flat_metrics
 from .generators import make_generator
-from .hardware import detect_hardware, use_allocated_cpus
-from .models import eos_token_ids, load_model
+from .hardware import detect_hardware, resolve_dtype, use_allocated_cpus
+from .models import eos_token_ids, load_model, model_folder
 from .preemption import GracefulStop
 from .rewards import build_reward_functions, make_verifier
 from .run_record import (
@@ -45,7 +46,7 @@ from .run_record import (
 )
 from .sweep import format_plan, plan_run
 from .tracking import start_tracking
-from .trainer import RLVRTrainer, grpo_config, load_checkpoint_weights, lora_config
+from .trainer import RLVRTrainer, grpo_config, load_checkpoint_weights
 from .verdict import write_verdict
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def train(cfg: DictConfig) -> dict:
     record = RunRecord(identity.run_dir)
     hardware = detect_hardware()
     refuse_bad_config(cfg, hardware, record)
+    resolve_learning_rate(cfg)
     if cfg.dry_run:
         return dry_run(cfg, record, identity)
     resume = Resume.read(record)
@@ -99,6 +101,7 @@ class Run:
     graceful: GracefulStop
     selection: CheckpointSelection | None
     metrics_callback: MetricsCallback
+    pissa_initial: Path | None = None
     timings: dict = field(default_factory=dict)
 
 
@@ -172,7 +175,7 @@ def start_attempt(cfg: DictConfig, record: RunRecord, identity: RunIdentity, res
         started_at=resume.prior.get("started_at", now_iso()),
         attempts=attempts,
         model={"name": cfg.model.name, "id": cfg.model.id},
-        lora={"rank": cfg.lora.rank},
+        lora=lora_summary(cfg),
         **provenance(),
     )
     if resume.checkpoint:
@@ -184,9 +187,20 @@ def start_attempt(cfg: DictConfig, record: RunRecord, identity: RunIdentity, res
         )
 
 
+def lora_summary(cfg: DictConfig) -> dict:
+    return {
+        "rank": cfg.lora.rank,
+        "variant": cfg.lora.get("variant") if cfg.lora.rank is not None else None,
+        "lr_rule": cfg.lora.get("lr_rule"),
+        "learning_rate": cfg.lora.get("effective_learning_rate"),
+    }
+
+
 def tags_for(cfg: DictConfig) -> list[str]:
     rank = f"r{cfg.lora.rank}" if cfg.lora.rank is not None else "full-ft"
-    return [str(cfg.model.name), rank, str(cfg.budget.name), str(cfg.data.name)]
+    variant = cfg.lora.get("variant") if cfg.lora.rank is not None else None
+    variant = [str(variant)] if variant and variant != "lora" else []
+    return [str(cfg.model.name), rank, *variant, str(cfg.budget.name), str(cfg.data.name)]
 
 
 def build_run(
@@ -216,7 +230,12 @@ def build_run(
     )
     record.update_summary(wandb=tracking.describe())
     started = time.monotonic()
-    loaded = load_model(cfg.model, cfg.paths.cache, hardware)
+    start = None  # a PiSSA run's residual base, with the initial adapter beside it
+    if cfg.lora.rank is not None and cfg.lora.get("variant") == "pissa":
+        start = pissa_start(
+            cfg, model_folder(cfg.model, Path(cfg.paths.cache)), resolve_dtype(cfg.model.dtype, hardware)
+        )
+    loaded = load_model(cfg.model, cfg.paths.cache, hardware, folder=str(start) if start else None)
     context = min(
         int(cfg.model.context_length or 10**9), int(getattr(loaded.model.config, "max_position_embeddings", 10**9))
     )
@@ -248,6 +267,7 @@ def build_run(
         merge_lora_for_rollouts=bool(cfg.lora.merge_for_rollouts),
     )
     _use_budget_progress_bar(trainer)
+    pissa_initial = load_pissa_start(trainer.model, start, record.dir) if start else None
     evaluator = Evaluator(
         cfg.eval,
         cfg.prompt,
@@ -267,7 +287,11 @@ def build_run(
             generator,
             meter,
             record.checkpoint,
-            earlier_scores=resume.earlier("eval", "checkpoints"),
+            earlier_scores={  # the scores of the checkpoints this attempt continues from; later ones are retrained
+                step: score
+                for step, score in (resume.earlier("eval", "checkpoints") or {}).items()
+                if int(step) <= resume.step
+            },
             on_result=lambda step, result: record.update_summary(
                 eval={**(record.read_summary() or {}).get("eval", {}), "checkpoints": selection.scores}
             ),
@@ -287,7 +311,7 @@ def build_run(
             "parameters": loaded.parameters,
             "trainable_parameters": trainable,
         },
-        lora={"rank": cfg.lora.rank, "alpha": _lora_alpha(trainer)},
+        lora={**lora_summary(cfg), "alpha": _lora_alpha(trainer)},
         data=data_report,
     )
     log.info(
@@ -308,6 +332,7 @@ def build_run(
         graceful,
         selection,
         metrics_callback,
+        pissa_initial,
         {"setup_s": round(time.monotonic() - started, 3)},
     )
 
@@ -364,7 +389,7 @@ def finish(run: Run, baseline: dict | None) -> dict:
         selected_step = run.selection.best_step
         load_checkpoint_weights(run.trainer.model, run.record.checkpoint(selected_step))
         log.info("Evaluating the best checkpoint by %s: step %d", run.cfg.eval.select_on, selected_step)
-    run.trainer.save_model(str(run.record.final_dir))
+    save_adapter(run.trainer, run.record.final_dir, run.pissa_initial)
     final = None
     if run.evaluator.benchmarks and run.cfg.eval.final:
         with run.meter.evaluating("final"):

@@ -1,4 +1,4 @@
-"""TRL's GRPOTrainer with PEFT LoRA, configured from the trainer, generation, lora and budget groups.
+"""TRL's GRPOTrainer with a PEFT adapter, configured from the trainer, generation, lora and budget groups.
 
 `trainer.*` and `generation.*` keys are GRPOConfig fields under TRL's own names and pass through
 unchanged; the few fields other groups own are filled in here.
@@ -12,6 +12,7 @@ import difflib
 from omegaconf import DictConfig, OmegaConf
 from trl import GRPOConfig, GRPOTrainer
 
+from .adapters import effective_learning_rate
 from .errors import UserError
 from .hardware import Hardware
 from .lora_merge import merged_lora
@@ -43,6 +44,8 @@ def grpo_config(
             kwargs[key] = value
     if kwargs.get("bf16") is None:
         kwargs["bf16"] = hardware.has_cuda
+    if "lora" in cfg:  # the rate lora.lr_rule gives (trainer.learning_rate where the rule is fixed)
+        kwargs["learning_rate"] = effective_learning_rate(cfg.lora, kwargs.get("learning_rate", 1e-6))
     kwargs.update(
         output_dir=output_dir,
         max_steps=int(cfg.budget.max_steps) if cfg.budget.max_steps else -1,
@@ -55,27 +58,6 @@ def grpo_config(
         return GRPOConfig(**kwargs)
     except (ValueError, TypeError) as err:
         raise UserError(f"TRL refused the trainer settings: {err}") from err
-
-
-def lora_config(lora_cfg: DictConfig):
-    """PEFT LoraConfig for lora.*; None (full fine-tuning) when lora.rank is null."""
-    if lora_cfg.rank is None:
-        return None
-    from peft import LoraConfig
-
-    rank = int(lora_cfg.rank)
-    if rank < 1:
-        raise UserError(f"lora.rank={rank}: use a positive rank, or lora=none for full fine-tuning.")
-    alpha = float(lora_cfg.alpha) if lora_cfg.alpha is not None else float(lora_cfg.alpha_ratio) * rank
-    target = lora_cfg.target_modules
-    return LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        lora_dropout=float(lora_cfg.dropout),
-        target_modules=target if isinstance(target, str) else list(target),
-        use_rslora=bool(lora_cfg.use_rslora),
-        task_type="CAUSAL_LM",
-    )
 
 
 class RLVRTrainer(GRPOTrainer):

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of the study path, in one command, without network:
-#   1. the exact vLLM weight sync on CUDA in bf16 (TRL's own sync_weights, 50 syncs, Qwen2.5-1.5B shape):
-#      the frozen base stays bit-exact and the engine gets W + scale * B @ A rounded once;
-#   2. GRPO steps with merged rollouts at LoRA ranks 8 and 256 on the Qwen2.5-1.5B shape in bf16 (random
-#      weights, the GPU baseline's workload: 2 prompts x 8 completions of 512 tokens after 128-token
-#      prompts): s/step, generation s, peak memory - to set beside ../shared/reference/gpu_baseline.md.
+#   1. GRPO steps with merged rollouts at LoRA ranks 8 and 256 (and DoRA at 256) on the Qwen2.5-1.5B shape
+#      in bf16 (random weights, the GPU baseline's workload: 2 prompts x 8 completions of 512 tokens after
+#      128-token prompts): s/step, generation s, peak memory - beside ../shared/reference/gpu_baseline.md;
+#   2. the exact vLLM weight sync on CUDA in bf16 (TRL's own sync_weights, 50 syncs, Qwen2.5-1.5B shape) for
+#      each lora.variant: the frozen base stays bit-exact and the engine gets the merged weights rounded once.
 #
 #   scripts/gpu_check.sh           # on one GPU: under 8 minutes
 #   scripts/gpu_check.sh --tiny    # the same on the tiny model, anywhere (CPU too): try it here first
@@ -25,26 +25,35 @@ OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 started=$(date +%s)
 
+SITE="${SITE:-/tmp/rlvr_gpu_site}"  # carried wheels go here (never into the image's environment)
 if ! "$PYTHON" -c "import trl, datasets, hydra, omegaconf, pytest" 2>/dev/null; then
   if ! ls scripts/gpu_wheels/*.whl >/dev/null 2>&1; then
     echo "TRL, datasets, hydra or pytest is missing and scripts/gpu_wheels/ is empty: run scripts/gpu_wheels.sh" \
       "on a machine that reaches PyPI, then carry scripts/gpu_wheels along." >&2
     exit 2
   fi
-  "$PYTHON" -m pip install -q --no-index --no-deps scripts/gpu_wheels/*.whl  # into $PYTHON's environment
+  install() { "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$@"; }
+  install $(ls scripts/gpu_wheels/*.whl | grep -v pyarrow)
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+  "$PYTHON" -c "import datasets" 2>/dev/null || install scripts/gpu_wheels/pyarrow-*.whl  # too old in the image
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" RLVR_SWEEPS_CACHE="$OUT/cache" HF_HUB_OFFLINE=1 WANDB_MODE=disabled
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" RLVR_SWEEPS_CACHE="${RLVR_SWEEPS_CACHE:-/tmp/rlvr_cache}" \
+  HF_HUB_OFFLINE=1 WANDB_MODE=disabled
 "$PYTHON" -c "import torch, transformers, peft, trl; print('torch', torch.__version__, '| transformers', \
 transformers.__version__, '| peft', peft.__version__, '| trl', trl.__version__, '|', \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA: cpu')"
 
-echo "== 1. exact vLLM weight sync ($MODEL, bf16, 50 syncs)"
-sync_status=passed
-RLVR_TEST_MODEL=$MODEL "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_weight_sync.py || sync_status=FAILED
-
-echo "== 2. GRPO steps with merged rollouts ($MODEL, ranks 8 and 256)"
+echo "== 1. GRPO steps with merged rollouts ($MODEL, ranks 8 and 256; DoRA at rank 256)"
 "$PYTHON" benchmarks/grpo_step.py --model "$MODEL" --prompts 2 --generations 8 --prompt-tokens "$PROMPT_TOKENS" \
   --completion-tokens "$COMPLETION_TOKENS" --ranks 8 256 --rollouts merged --steps "$STEPS" --json "$OUT/grpo_steps.json"
+"$PYTHON" benchmarks/grpo_step.py --model "$MODEL" --prompts 2 --generations 8 --prompt-tokens "$PROMPT_TOKENS" \
+  --completion-tokens "$COMPLETION_TOKENS" --ranks 256 --rollouts merged --steps "$STEPS" \
+  --json "$OUT/grpo_steps_dora.json" lora.variant=dora
 
-echo "exact weight sync: $sync_status; rows in $OUT/grpo_steps.json; $(($(date +%s) - started)) s in all"
+echo "== 2. exact vLLM weight sync ($MODEL, bf16, 50 syncs, lora / rslora / dora / pissa)"
+sync_status=passed
+RLVR_TEST_MODEL=$MODEL timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider -p no:randomly tests/test_weight_sync.py \
+  --durations=0 || sync_status=FAILED
+
+echo "exact weight sync: $sync_status; rows in $OUT/grpo_steps*.json; $(($(date +%s) - started)) s in all"
 [[ $sync_status == passed ]]

@@ -105,6 +105,17 @@ def train_in_process(runs: Path, cache: Path, *overrides: str) -> dict:
         return train(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
 
+def adapter(rank: int, variant: str = "lora", dropout: float = 0.0):
+    """PEFT's LoraConfig of lora.variant at this rank (alpha = 2 r, every linear layer), PiSSA with its SVD start."""
+    from omegaconf import OmegaConf
+
+    from rlvr_sweeps.adapters import lora_config
+
+    cfg = {"rank": rank, "variant": variant, "alpha": None, "alpha_ratio": 2, "dropout": dropout}
+    cfg = OmegaConf.create({**cfg, "target_modules": "all-linear"})
+    return lora_config(cfg, init_lora_weights="pissa" if variant == "pissa" else True)
+
+
 def training_bounds(summary: dict, steps_below: float = 1.0) -> tuple[float, float]:
     """The training seconds a run stopped by its budget may have used: at least its limit minus
     `steps_below` of its slowest steps and a save, at most its limit plus a quarter step. The stop is

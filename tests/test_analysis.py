@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from analysis.__main__ import main as analysis_main
-from analysis.sources import load_local, load_wandb
-from analysis.tables import GAP, all_tables, bootstrap_ci, metric_table
+from analysis.sources import load_local, load_wandb, run_row
+from analysis.tables import BEST, GAP, all_tables, bootstrap_ci, lr_labels, metric_table
 from conftest import ROOT, OfflineWandbApi, OfflineWandbRun
 
 pytestmark = pytest.mark.xdist_group("tiny_sweep")
@@ -159,3 +160,196 @@ def test_unreachable_wandb_gets_one_clear_message(tmp_path):
         "Could not read the runs of me/rlvr-sweeps from W&B" in done.stderr
         and "python -m analysis runs/" in done.stderr
     )
+
+
+# --- rank x learning rate: hand-written run folders (no training) -----------------------------------
+
+
+def pattern(*counts: int, n: int = 4) -> dict[str, list[bool]]:
+    """Problems p00, p01, ... with counts[i] correct samples out of n."""
+    return {f"p{i:02d}": [s < c for s in range(n)] for i, c in enumerate(counts)}
+
+
+def write_run(
+    folder: Path, rank: int, lr: float, seed: int = 0, final: dict | None = None, variant: str | None = None
+) -> None:
+    """A run folder as the analysis reads it: summary.json, config.yaml and the per-sample records
+    eval/<phase>/b.jsonl (benchmark b); no `final` = a failed run. With `variant`, the config has the
+    new lora keys (the optimizer's learning rate in lora.effective_learning_rate, trainer.learning_rate
+    another input value); without, it is an older run's config."""
+
+    def pass1(outcomes):
+        return float(np.mean([ok for samples in outcomes.values() for ok in samples]))
+
+    run_dir = folder / f"r{rank}-lr{lr}-s{seed}{'-' + variant if variant else ''}"
+    summary = {"status": "failed" if final is None else "completed", "lora": {"rank": rank, "alpha": 2 * rank}}
+    if final is not None:
+        summary["metrics"] = {"eval/b/pass@1": pass1(final), "baseline/b/pass@1": pass1(RL_BASELINE)}
+    lora = {"rank": rank}
+    trainer = {"seed": seed, "learning_rate": lr}
+    if variant:
+        lora.update(variant=variant, lr_rule="sqrt_rank", effective_learning_rate=lr)
+        trainer["learning_rate"] = 0.5
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "tiny"}, "lora": lora, "trainer": trainer}))
+    for phase, outcomes in (("baseline", RL_BASELINE), ("final", final)):
+        if final is not None:
+            path = run_dir / "eval" / phase / "b.jsonl"
+            path.parent.mkdir(parents=True)
+            path.write_text(
+                "".join(
+                    json.dumps({"problem_id": problem, "sample": i, "correct": ok}) + "\n"
+                    for problem, samples in outcomes.items()
+                    for i, ok in enumerate(samples)
+                )
+            )
+
+
+RL_BASELINE = pattern(*[1] * 30)  # 1 of 4 on every problem: Pass@1 25%
+NOISE = pattern(*[2, 0] * 5, *[1] * 20)  # +1 and -1 sample on 5 problems each: 25%, +0.0 not significant
+HALF, THREE_QUARTERS = pattern(*[2] * 30), pattern(*[3] * 30)  # 50%, 75% on every problem
+MIXED = pattern(*[2, 4] * 15)  # 75%: +50 points
+
+
+@pytest.fixture
+def rank_lr_sweep(tmp_path) -> Path:
+    """1 init x ranks 8, 64 x learning rates 1e-5, 1e-4; r=8 at 1e-4 has two seeds (50% and 75%), r=256
+    only failed at 1e-5. Best: r=8 at 1e-4 (62.5 > 25.0), r=64 at 1e-5 (75.0 > 50.0)."""
+    folder = tmp_path / "rank_vs_lr"
+    write_run(folder, 8, 1e-5, final=NOISE)  # an older run's config: trainer.learning_rate
+    write_run(folder, 8, 1e-4, seed=0, final=HALF, variant="lora")
+    write_run(folder, 8, 1e-4, seed=1, final=THREE_QUARTERS, variant="lora")
+    write_run(folder, 64, 1e-5, final=MIXED, variant="lora")
+    write_run(folder, 64, 1e-4, final=HALF, variant="lora")
+    write_run(folder, 256, 1e-5, final=None, variant="lora")
+    return folder
+
+
+def rank_lr_table(runs: pd.DataFrame):
+    (table,) = [t for t in all_tables(runs, 0.02) if "rank_x_lr" in t.name]
+    return table
+
+
+def test_run_row_reads_the_optimizer_learning_rate_and_the_adapter_variant():
+    new = {"lora": {"rank": 8, "variant": "dora", "lr_rule": "sqrt_rank", "effective_learning_rate": 2e-5}}
+    row = run_row({}, {**new, "trainer": {"learning_rate": 1e-5}}, "new")
+    assert (row["learning_rate"], row["base_learning_rate"], row["variant"], row["lr_rule"]) == (
+        2e-5,
+        1e-5,
+        "dora",
+        "sqrt_rank",
+    )
+    old = run_row(
+        {}, {"lora": {"rank": 8, "effective_learning_rate": None}, "trainer": {"learning_rate": 1e-5}}, "old"
+    )
+    assert (old["learning_rate"], old["base_learning_rate"], old["variant"], old["lr_rule"]) == (
+        1e-5,
+        1e-5,
+        "lora",
+        "fixed",
+    )
+
+
+def test_lr_labels_are_compact_and_stay_distinct():
+    assert lr_labels([3e-6, 1e-5]) == {3e-6: "lr=3e-06", 1e-5: "lr=1e-05"}
+    assert lr_labels([1e-5, 1.2e-5]) == {1e-5: "lr=1.0e-05", 1.2e-5: "lr=1.2e-05"}
+
+
+def test_rank_x_lr_table_cells_best_learning_rates_and_significance(rank_lr_sweep):
+    runs, _ = load_local([str(rank_lr_sweep)])
+    table = rank_lr_table(runs)
+    assert table.name == "b/pass@1_rank_x_lr/tiny" and table.index_label == "rank"
+    assert list(table.frame.index) == ["r=8", "r=64", "r=256"]
+    assert list(table.frame.columns) == ["lr=1e-05", "lr=1e-04"]  # ascending
+    # hand computation: means over seeds of the summaries' Pass@1, baseline 25%
+    assert table.values.loc[8, 1e-5] == pytest.approx(0.25) and table.values.loc[8, 1e-4] == pytest.approx(0.625)
+    assert table.values.loc[64, 1e-5] == pytest.approx(0.75) and table.values.loc[64, 1e-4] == pytest.approx(0.50)
+    low, high = bootstrap_ci([0.5, 0.75])
+    assert table.frame.loc["r=8", "lr=1e-05"] == "25.0 (+0.0)"  # noise: its interval includes 0, no *
+    assert table.frame.loc["r=8", "lr=1e-04"] == f"62.5 [{low * 100:.1f}, {high * 100:.1f}] (+37.5*){BEST}"
+    assert table.frame.loc["r=64", "lr=1e-05"] == f"75.0 (+50.0*){BEST}"
+    assert table.frame.loc["r=64", "lr=1e-04"] == "50.0 (+25.0*)"
+    assert list(table.frame.loc["r=256"]) == [f"{GAP} (failed)", f"{GAP} (no runs)"]
+    assert [sum(BEST in cell for cell in row) for _, row in table.frame.iterrows()] == [1, 1, 0]
+    assert any(BEST.strip() in note and "best learning rate" in note for note in table.notes)
+    assert any("r=256 lr=1e-05: failed" in note for note in table.notes)
+    assert "Untrained baseline: 25.0%." in table.notes
+
+
+def test_rank_x_lr_adds_no_significance_rows(rank_lr_sweep):
+    """The per-learning-rate settings already compare each rank with the baseline: counted once."""
+    runs, _ = load_local([str(rank_lr_sweep)])
+    tables = {t.name: t for t in all_tables(runs, 0.02)}
+    assert {"b/pass@1/learning_rate1e-05", "b/pass@1/learning_rate0.0001"} <= set(tables)
+    rows = tables["significance"].csv
+    assert sorted(zip(rows["setting"], rows["comparison"])) == sorted(
+        [
+            ("learning_rate=1e-05", "r=8 vs baseline"),
+            ("learning_rate=1e-05", "r=64 vs baseline"),
+            ("learning_rate=1e-05", "r=64 vs r=8"),
+            ("learning_rate=0.0001", "r=8 vs baseline"),
+            ("learning_rate=0.0001", "r=64 vs baseline"),
+            ("learning_rate=0.0001", "r=64 vs r=8"),
+        ]
+    )
+
+
+def test_cli_writes_the_rank_x_lr_table_and_heatmap(rank_lr_sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert analysis_main([str(rank_lr_sweep), "--out", str(out)]) == 0
+    assert "| rank | lr=1e-05 | lr=1e-04 |" in capsys.readouterr().out
+    csv = pd.read_csv(out / "b_pass1_rank_x_lr_tiny.csv", index_col="rank")
+    assert list(csv.columns) == [
+        *(f"lr={lr}_{c}" for lr in ("1e-05", "1e-04") for c in ("pass1", "delta", "delta_ci_low", "delta_ci_high")),
+        "best_learning_rate",
+    ]
+    assert list(csv.index) == ["r=8", "r=64", "r=256"]
+    assert list(csv["lr=1e-04_pass1"][:2]) == pytest.approx([62.5, 50.0])
+    assert list(csv["lr=1e-05_delta"][:2]) == pytest.approx([0.0, 50.0])
+    assert csv.loc["r=8", "lr=1e-05_delta_ci_low"] < 0 < csv.loc["r=8", "lr=1e-05_delta_ci_high"]
+    assert csv.loc["r=64", "lr=1e-04_delta_ci_low"] == pytest.approx(25.0)  # the same +25 on every problem
+    assert list(csv["best_learning_rate"][:2]) == [1e-4, 1e-5] and math.isnan(csv.loc["r=256", "best_learning_rate"])
+    tex = (out / "b_pass1_rank_x_lr_tiny.tex").read_text()
+    assert r"rank & lr=1e-05 & lr=1e-04 \\" in tex and r"$\triangle$" in tex
+    assert (out / "rank_x_lr_b.png").stat().st_size > 10_000
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs.columns[:8]) == [
+        "run",
+        "init",
+        "rank",
+        "variant",
+        "alpha",
+        "learning_rate",
+        "base_learning_rate",
+        "lr_rule",
+    ]
+
+
+def test_one_learning_rate_gives_no_rank_x_lr_table(tmp_path, capsys):
+    """Only completed runs count: a second learning rate whose run failed adds no column to compare."""
+    folder = tmp_path / "one_lr"
+    write_run(folder, 8, 1e-5, final=NOISE)
+    write_run(folder, 64, 1e-5, final=MIXED)
+    write_run(folder, 64, 1e-4, final=None)
+    runs, _ = load_local([str(folder)])
+    assert not [t for t in all_tables(runs, 0.02) if "rank_x_lr" in t.name]
+    out = tmp_path / "out"
+    assert analysis_main([str(folder), "--out", str(out)]) == 0
+    assert not list(out.glob("*rank_x_lr*"))
+
+
+def test_adapter_variants_get_rank_x_lr_tables_of_their_own(tmp_path):
+    folder = tmp_path / "variants"
+    for variant, finals in (("lora", (NOISE, HALF)), ("dora", (MIXED, THREE_QUARTERS))):
+        for lr, final in zip((1e-5, 1e-4), finals):
+            write_run(folder, 8, lr, final=final, variant=variant)
+    runs, _ = load_local([str(folder)])
+    tables = {t.name: t for t in all_tables(runs, 0.02)}
+    assert "b/pass@1/learning_rate1e-05_variantdora" in tables
+    dora, lora = tables["b/pass@1_rank_x_lr/tiny/variantdora"], tables["b/pass@1_rank_x_lr/tiny/variantlora"]
+    assert list(dora.values.loc[8]) == pytest.approx([0.75, 0.75]) and list(lora.values.loc[8]) == pytest.approx(
+        [0.25, 0.50]
+    )
+    assert dora.frame.loc["r=8", "lr=1e-05"].endswith(BEST) and lora.frame.loc["r=8", "lr=1e-04"].endswith(BEST)
+    assert "variant=dora" in dora.title

@@ -6,13 +6,14 @@ import pytest
 
 from conftest import ROOT
 from conftest import compose_config as composed
+from rlvr_sweeps.adapters import lora_config
 from rlvr_sweeps.budget import Budget
 from rlvr_sweeps.checks import check_config, check_context
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.hardware import Hardware
 from rlvr_sweeps.resolvers import run_id
 from rlvr_sweeps.sweep import estimate_evaluation_s, format_plan, plan_run
-from rlvr_sweeps.trainer import grpo_config, lora_config
+from rlvr_sweeps.trainer import grpo_config
 
 CONF = ROOT / "conf"
 CPU = Hardware("cpu", "cpu", 2)

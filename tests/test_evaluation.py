@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import random
+from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
 
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.evaluation import benchmarks_from_config, flat_metrics, pass_at_k, score
+from rlvr_sweeps.evaluation import CheckpointSelection, benchmarks_from_config, flat_metrics, pass_at_k, score
 from rlvr_sweeps.sampling import Benchmark, Completion
 from rlvr_sweeps.verifier import MathVerifier
 
@@ -141,3 +142,20 @@ def test_the_baseline_cache_key_changes_with_everything_that_changes_a_baseline(
     assert all(value != same for value in changed.values()), [k for k, v in changed.items() if v == same]
     monkeypatch.setattr(evaluation.metadata, "version", lambda name: "9.9.9")
     assert key() != same  # another version of this project may score differently
+
+
+def test_a_resumed_selection_keeps_its_best_checkpoint_from_rotation(tmp_path):
+    """A resumed trainer state is the one saved before its own step was scored: the best checkpoint of
+    the earlier attempt is named before the next save, whose rotation would otherwise delete it."""
+    from transformers import TrainerState
+
+    def checkpoint_of(step: int):
+        return tmp_path / f"checkpoint-{step}"
+
+    no_evaluator = SimpleNamespace(selection=None)  # only the scores of the earlier attempt take part here
+    selection = CheckpointSelection(no_evaluator, None, None, checkpoint_of, earlier_scores={"2": 0.5, "4": 0.25})
+    state = TrainerState()  # as loaded from checkpoint-4's trainer_state.json: no best recorded yet
+    selection.on_step_begin(None, state, None)
+    assert state.best_model_checkpoint == str(checkpoint_of(2))
+    selection.scores[6] = 0.5  # equal scores: the earliest stays the best
+    assert selection.best_step == 2

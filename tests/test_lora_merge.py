@@ -1,5 +1,6 @@
 """Rollouts from the merged adapter: the same distribution as the un-merged model, base weights
-restored bit-exactly (also in bf16, over many cycles), and used by the GRPO trainer's rollouts."""
+restored bit-exactly (also in bf16, over many cycles), and used by the GRPO trainer's rollouts; for
+every lora.variant (LoRA, rsLoRA, DoRA, PiSSA)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,25 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, adapter
 from rlvr_sweeps.lora_merge import lora_layers, merged_lora
 
+VARIANTS = ["lora", "rslora", "dora", "pissa"]
 
-def lora_model(folder: Path, rank: int, dtype=torch.float32, dropout: float = 0.0):
-    """The tiny model with a LoRA adapter whose B is random, so that the adapter changes the output."""
-    from peft import LoraConfig, get_peft_model
+
+def lora_model(folder: Path, rank: int, dtype=torch.float32, dropout: float = 0.0, variant: str = "lora"):
+    """The tiny model with an adapter of lora.variant whose B (and DoRA's magnitudes) moved away from
+    their start, so that the adapter changes the output as a trained one does."""
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(folder, dtype=dtype),
-        LoraConfig(
-            r=rank, lora_alpha=2 * rank, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM"
-        ),
-    )
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype=dtype), adapter(rank, variant, dropout))
     generator = torch.Generator().manual_seed(rank)
     for name, param in model.named_parameters():
         if "lora_B" in name:
-            param.data = (torch.randn(param.shape, generator=generator) * 0.02).to(param.dtype)
+            param.data += (torch.randn(param.shape, generator=generator) * 0.02).to(param.dtype)
+        if "lora_magnitude_vector" in name:
+            param.data *= (1 + 0.2 * torch.randn(param.shape, generator=generator)).to(param.dtype)
     return model
 
 
@@ -40,9 +41,9 @@ def base_weights(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if "base_layer" in name}
 
 
-@pytest.mark.parametrize("rank", [8, 256])
-def test_merged_rollouts_sample_from_the_unmerged_distribution(tiny_folder, rank):
-    model = lora_model(tiny_folder, rank).eval()
+@pytest.mark.parametrize(("rank", "variant"), [(8, "lora"), (256, "lora"), (8, "rslora"), (8, "dora"), (8, "pissa")])
+def test_merged_rollouts_sample_from_the_unmerged_distribution(tiny_folder, rank, variant):
+    model = lora_model(tiny_folder, rank, variant=variant).eval()
     ids = torch.randint(0, 500, (4, 24), generator=torch.Generator().manual_seed(1))
     with model.disable_adapter():
         without_adapter = logprobs(model, ids)
@@ -60,9 +61,10 @@ def test_merged_rollouts_sample_from_the_unmerged_distribution(tiny_folder, rank
     assert torch.equal(merged_sample, unmerged_sample)  # same seed, same distribution: same tokens
 
 
-def test_base_weights_come_back_bit_exactly_in_bf16_after_many_cycles(tiny_folder):
-    model = lora_model(tiny_folder, 64, dtype=torch.bfloat16).eval()
-    reference = lora_model(tiny_folder, 64).eval()  # the same weights in float32
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_base_weights_come_back_bit_exactly_in_bf16_after_many_cycles(tiny_folder, variant):
+    model = lora_model(tiny_folder, 64, dtype=torch.bfloat16, variant=variant).eval()
+    reference = lora_model(tiny_folder, 64, variant=variant).eval()  # the same weights in float32
     reference.load_state_dict({name: value.float() for name, value in model.state_dict().items()})
     before = base_weights(model)
     ids = torch.randint(0, 500, (2, 16), generator=torch.Generator().manual_seed(2))
@@ -73,7 +75,7 @@ def test_base_weights_come_back_bit_exactly_in_bf16_after_many_cycles(tiny_folde
     after = base_weights(model)
     assert before.keys() == after.keys() and len(before) > 0
     assert all(torch.equal(before[name], after[name]) for name in before)
-    assert not any(layer.merged for layer in lora_layers(model))
+    assert not any(layer.merged or layer._caches for layer in lora_layers(model))  # nothing left behind
     assert torch.equal(logprobs(model, ids), unmerged)  # the un-merged model is exactly what it was
     exact = logprobs(reference, ids)  # bf16 merged weights round once; no worse than bf16 un-merged
     assert (merged - exact).abs().mean() < 1.5 * (unmerged - exact).abs().mean()
@@ -94,8 +96,9 @@ def test_grpo_rollouts_run_on_the_merged_adapter(tiny_folder, tmp_path):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlvr_sweeps.adapters import lora_config
     from rlvr_sweeps.hardware import Hardware
-    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config, lora_config
+    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
 
     cfg = OmegaConf.create(
         {

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 from conftest import compose_config
+from rlvr_sweeps.adapters import lora_config
 from rlvr_sweeps.hardware import Hardware
-from rlvr_sweeps.trainer import RLVRTrainer, grpo_config, lora_config
+from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
 
 # The study as composed (trainer=grpo, lora=default), on the tiny model with transformers rollouts and
 # short completions; generation every 2 optimizer steps makes TRL compute the old log-probs, as it

@@ -73,8 +73,9 @@ def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, 
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rlvr_sweeps.adapters import lora_config
     from rlvr_sweeps.rewards import completion_text
-    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config, lora_config
+    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
 
     def length_reward(completions, **kwargs):  # any reward that differs between completions moves the weights
         return [len(completion_text(c)) / 100 for c in completions]
@@ -109,7 +110,7 @@ def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, 
             "alpha_ratio": None,
             "dropout": 0.0,
             "target_modules": "all-linear",
-            "use_rslora": False,
+            "variant": "lora",
         }
     )
     trainer = RLVRTrainer(

@@ -1,6 +1,7 @@
 """TRL's vLLM weight sync, driven for real (TRL's VLLMGeneration.sync_weights) with a stub engine that
 checks what it receives: in bf16 the frozen base stays bit-exact over many syncs, and the engine
-gets W + scale * B @ A rounded once. Runs on CUDA when there is one, and on the Qwen2.5-1.5B shape with
+gets the merged weight rounded once (W + scale * B @ A; DoRA's magnitude times its direction), for every
+lora.variant. Runs on CUDA when there is one, and on the Qwen2.5-1.5B shape with
 RLVR_TEST_MODEL=qwen1_5b_shape (scripts/gpu_check.sh does both)."""
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, adapter
 from rlvr_sweeps.lora_merge import lora_layers
 from rlvr_sweeps.models import model_folder
 from rlvr_sweeps.vllm_backend import exact_weight_sync
 
 DEVICE = os.environ.get("RLVR_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 MODEL = os.environ.get("RLVR_TEST_MODEL", "tiny")
-SYNCS = 50
+SYNCS = int(os.environ.get("RLVR_TEST_SYNCS", "50"))
 
 
 class StubEngine:
@@ -71,15 +72,12 @@ def model_dir(model_cache):
     return model_folder(OmegaConf.load(ROOT / "conf" / "model" / f"{MODEL}.yaml"), model_cache)
 
 
-def bf16_lora_model(folder, rank: int = 16):
-    from peft import LoraConfig, get_peft_model
+def bf16_lora_model(folder, rank: int = 16, variant: str = "lora"):
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).to(DEVICE)
-    model = get_peft_model(
-        base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", task_type="CAUSAL_LM")
-    )
-    return model
+    return get_peft_model(base, adapter(rank, variant))
 
 
 def perturb_adapter(model, seed: int) -> None:
@@ -89,18 +87,31 @@ def perturb_adapter(model, seed: int) -> None:
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.add_((torch.randn(param.shape, generator=generator) * 0.05).to(param))
+            if "lora_magnitude_vector" in name:
+                param.mul_((1 + 0.05 * torch.randn(param.shape, generator=generator)).to(param))
 
 
 def vllm_name(peft_name: str) -> str:
     return peft_name.removeprefix("base_model.model.").replace(".base_layer", "")
 
 
+def merged_weight(layer) -> torch.Tensor:
+    """What an exact merge gives, computed here: W + scale * B @ A, or for DoRA
+    m / ||W + scale * B @ A||_row * (W + scale * B @ A) in the adapter's precision, rounded once to W's dtype."""
+    weight = layer.get_base_layer().weight.data
+    delta = layer.get_delta_weight("default")
+    if "default" not in layer.lora_magnitude_vector:
+        return weight + delta.to(weight.dtype)
+    combined = weight.to(delta.dtype) + delta
+    norm = torch.linalg.norm(combined, dim=1)
+    return ((layer.lora_magnitude_vector["default"].weight / norm).view(-1, 1) * combined).to(weight.dtype)
+
+
 def expected_weights(model) -> dict[str, torch.Tensor]:
-    """W + scale * B @ A for every adapted layer, rounded once to W's dtype (what an exact merge gives)."""
+    """The merged weight of every adapted layer, the frozen weights of the others (what an exact sync hands over)."""
     expected = {}
     for layer in lora_layers(model):
-        weight = layer.get_base_layer().weight.data
-        expected[id(layer.get_base_layer().weight)] = weight + layer.get_delta_weight("default").to(weight.dtype)
+        expected[id(layer.get_base_layer().weight)] = merged_weight(layer)
     return {
         vllm_name(name): expected.get(id(p), p.data) for name, p in model.named_parameters() if "lora_" not in name
     }
@@ -111,6 +122,8 @@ def base_tensors(model) -> dict[str, torch.Tensor]:
 
 
 def drive_syncs(model, exact: bool):
+    """SYNCS optimizer-like changes of the adapter, each followed by TRL's sync; the frozen weights
+    before and after, and how many syncs handed the engine anything but the exact merged weights."""
     engine = StubEngine()
     generation = colocated_sync(model, engine)
     if exact:
@@ -123,10 +136,11 @@ def drive_syncs(model, exact: bool):
     return original, base_tensors(model), engine.mismatched_syncs
 
 
-def test_exact_sync_keeps_the_frozen_base_bit_exact_and_hands_over_w_plus_delta(model_dir):
-    model = bf16_lora_model(model_dir)
+@pytest.mark.parametrize("variant", ["lora", "rslora", "dora", "pissa"])
+def test_exact_sync_keeps_the_frozen_base_bit_exact_and_hands_over_the_merged_weights(model_dir, variant):
+    model = bf16_lora_model(model_dir, variant=variant)
     original, after, mismatched_syncs = drive_syncs(model, exact=True)
-    assert mismatched_syncs == 0  # every sync handed the engine W + scale * B @ A, rounded once
+    assert mismatched_syncs == 0  # every sync handed the engine the merged weights, rounded once
     assert all(torch.equal(original[name], after[name]) for name in original)
     assert not any(layer.merged for layer in lora_layers(model))
 
