@@ -31,7 +31,10 @@ LR_RULES = ("fixed", "sqrt_rank", "inverse_rank", "lwr")
 PISSA_INITIAL = "pissa_initial"  # the initial adapter's folder, in the cached start and in a run folder
 
 
-def variant_of(lora_cfg: DictConfig) -> str:
+def variant_of(lora_cfg: DictConfig) -> str | None:
+    """lora.variant, checked; None for full fine-tuning (lora=none)."""
+    if lora_cfg.rank is None:
+        return None
     variant = lora_cfg.get("variant") or "lora"
     if variant not in VARIANTS:
         raise UserError(f"lora.variant={variant!r} is unknown; use one of {', '.join(VARIANTS)}.")

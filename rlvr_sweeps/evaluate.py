@@ -38,25 +38,21 @@ def adapter_folder(adapter: str | None) -> Path | None:
     path = Path(adapter).expanduser().resolve()
     for candidate in (path, path / "final"):
         if (candidate / "adapter_config.json").exists():
-            if candidate.name != "final" and _variant_of_the_run(candidate) == "pissa":
+            if candidate.name != "final" and (run := _pissa_run_of(candidate)):
                 raise UserError(
                     f"adapter={adapter}: a checkpoint of a PiSSA run, whose adapter sits on the run's residual base, "
-                    "not on the model. Evaluate the run's final/ (saved as a LoRA of the model itself): "
-                    f"adapter={_run_folder(candidate)}"
+                    f"not on the model. Evaluate the run's final/ (saved as a LoRA of the model itself): adapter={run}"
                 )
             return candidate
     raise UserError(f"adapter={adapter}: no LoRA adapter there (no adapter_config.json in it or in its final/).")
 
 
-def _run_folder(adapter: Path) -> Path | None:
-    return next((p for p in adapter.parents if (p / "config.yaml").exists()), None)
-
-
-def _variant_of_the_run(adapter: Path) -> str | None:
-    run = _run_folder(adapter)
-    if run is None:
-        return None
-    return OmegaConf.select(OmegaConf.load(run / "config.yaml"), "lora.variant", default=None)
+def _pissa_run_of(checkpoint: Path) -> Path | None:
+    """The run folder of a PiSSA run's checkpoint; None for any other adapter."""
+    run = next((p for p in checkpoint.parents if (p / "config.yaml").exists()), None)
+    if run and OmegaConf.select(OmegaConf.load(run / "config.yaml"), "lora.variant") == "pissa":
+        return run
+    return None
 
 
 def refuse_what_vllm_cannot_load(adapter: Path | None) -> None:

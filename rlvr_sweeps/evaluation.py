@@ -337,6 +337,5 @@ class CheckpointSelection(TrainerCallback):
             results = self.evaluator.run(self.generator, f"step-{state.global_step:06d}", [self.benchmark])
         result = results[self.benchmark.name]
         self.scores[state.global_step] = result["pass@1"]
-        state.best_model_checkpoint = str(self.checkpoint_of(self.best_step))
         if self.on_result is not None:
             self.on_result(state.global_step, result)

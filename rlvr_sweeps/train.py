@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .adapters import load_pissa_start, lora_config, pissa_start, resolve_learning_rate, save_adapter
+from .adapters import load_pissa_start, lora_config, pissa_start, resolve_learning_rate, save_adapter, variant_of
 from .budget import EVALUATION_PHASES, WALL_CLOCK, Budget, BudgetCallback, BudgetMeter, BudgetProgressBar
 from .checks import check_config
 from .data import build_train_dataset
@@ -190,7 +190,7 @@ def start_attempt(cfg: DictConfig, record: RunRecord, identity: RunIdentity, res
 def lora_summary(cfg: DictConfig) -> dict:
     return {
         "rank": cfg.lora.rank,
-        "variant": cfg.lora.get("variant") if cfg.lora.rank is not None else None,
+        "variant": variant_of(cfg.lora),
         "lr_rule": cfg.lora.get("lr_rule"),
         "learning_rate": cfg.lora.get("effective_learning_rate"),
     }
@@ -198,8 +198,7 @@ def lora_summary(cfg: DictConfig) -> dict:
 
 def tags_for(cfg: DictConfig) -> list[str]:
     rank = f"r{cfg.lora.rank}" if cfg.lora.rank is not None else "full-ft"
-    variant = cfg.lora.get("variant") if cfg.lora.rank is not None else None
-    variant = [str(variant)] if variant and variant != "lora" else []
+    variant = [variant_of(cfg.lora)] if variant_of(cfg.lora) not in (None, "lora") else []
     return [str(cfg.model.name), rank, *variant, str(cfg.budget.name), str(cfg.data.name)]
 
 
@@ -231,7 +230,7 @@ def build_run(
     record.update_summary(wandb=tracking.describe())
     started = time.monotonic()
     start = None  # a PiSSA run's residual base, with the initial adapter beside it
-    if cfg.lora.rank is not None and cfg.lora.get("variant") == "pissa":
+    if variant_of(cfg.lora) == "pissa":
         start = pissa_start(
             cfg, model_folder(cfg.model, Path(cfg.paths.cache)), resolve_dtype(cfg.model.dtype, hardware)
         )
