@@ -3,8 +3,11 @@
     python -m analysis runs/study --out analysis_out
     python -m analysis --wandb my-entity/rlvr-sweeps --group study --out analysis_out --log-to-wandb
 
-From run folders it also writes significance.csv: Pass@1 differences (each rank against the
-baseline, each pair of ranks) with paired bootstrap 95% intervals over the problems.
+Every comparison (each rank against its untrained init, each pair of ranks) treats the training run
+as the unit: significance.csv has the seed-level intervals and the `*` decisions (>= 3 runs a side, Holm's
+correction), runs_needed.csv the runs per arm a comparison would need (--min-effect POINTS to plan for a
+given difference). From run folders the evaluation noise of the runs at hand (a paired bootstrap over
+problems) is added beside them; a damaged run folder is named and left out.
 
 A W&B Report and a saved workspace view of the sweep (analysis/report.py), from either source:
 
@@ -34,14 +37,11 @@ from .sources import load_local, load_wandb
 from .tables import all_tables, benchmarks_and_metrics, runs_table
 
 NO_INTERVALS_WANDB = (
-    "No per-problem intervals: they need the per-sample records of the local run folders "
-    "(eval/<phase>/<benchmark>.jsonl), which W&B does not hold; "
-    "run python -m analysis runs/<sweep>."
+    "No evaluation-noise intervals: they need the per-sample records of the local run folders "
+    "(eval/<phase>/<benchmark>.jsonl), which W&B does not hold; run python -m analysis runs/<sweep>. "
+    "The seed-level comparisons need only the runs' summaries: they are complete."
 )
-NO_INTERVALS_LOCAL = (
-    "No per-problem intervals: no comparison has the per-sample Pass@1 records "
-    "(eval/<phase>/<benchmark>.jsonl) of its runs on both sides."
-)
+NO_INTERVALS_LOCAL = "No comparison: no init has a completed run with Pass@1 on a benchmark."
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,13 +58,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tags", nargs="*", help="W&B tags the runs must have one of")
     parser.add_argument("--state", help="W&B run state, e.g. finished")
     parser.add_argument(
-        "--out", default="analysis_out", help="folder for the CSV, LaTeX and PNG files (default: analysis_out)"
+        "--out",
+        default="analysis_out",
+        help="folder for the CSV, Markdown, LaTeX and PNG files (default: analysis_out)",
     )
     parser.add_argument(
         "--collapse-margin",
         type=float,
         default=0.02,
         help="a run collapsed when its final score is below the baseline by more than this (default 0.02 = 2 points)",
+    )
+    parser.add_argument(
+        "--min-effect",
+        type=float,
+        metavar="POINTS",
+        help="plan the runs each comparison needs for this Pass@1 difference (points) instead of the observed one",
     )
     parser.add_argument(
         "--log-to-wandb", action="store_true", help="publish the tables and plots to one W&B analysis run"
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
             print(f"{err}{OFFLINE_VIEWS if wants_views(args) else ''}", file=sys.stderr)
             return 2
     else:
-        runs, curves = load_local(args.runs)
+        runs, curves = load_local(args.runs, warn=lambda line: print(line, file=sys.stderr))
     if runs.empty:
         print("No runs found.", file=sys.stderr)
         return 1
@@ -136,19 +144,26 @@ def main(argv: list[str] | None = None, api=None) -> int:
         curves = curves.drop_duplicates(subset=["run", "step"], keep="last").sort_values(["run", "step"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tables = all_tables(runs, args.collapse_margin)
+    min_effect = None if args.min_effect is None else args.min_effect / 100
+    tables = all_tables(runs, args.collapse_margin, min_effect)
     for table in tables:
         print(table.markdown())
         stem = table.name.replace("/", "_").replace("@", "").replace(".", "p")
         table.write_csv(out / f"{stem}.csv")
         (out / f"{stem}.tex").write_text(table.latex())
-    if not any(table.name == "significance" for table in tables):
-        print(NO_INTERVALS_LOCAL if args.runs else NO_INTERVALS_WANDB)
+        (out / f"{stem}.md").write_text(table.markdown())
+    found = {table.name: table for table in tables}
+    if "significance" not in found:
+        print(NO_INTERVALS_LOCAL)
+    elif not args.runs:
+        print(NO_INTERVALS_WANDB)
+    if "runs_needed" in found:
+        print("Runs needed:\n" + "\n".join(f"- {line}" for line in found["runs_needed"].csv["line"]))
     runs_table(runs).to_csv(out / "runs.csv", index=False)
     plots = all_plots(runs, curves, benchmarks_and_metrics(runs), out)
     print(
-        f"{len(runs)} runs ({(runs['status'] != 'completed').sum()} not completed); tables (.csv, .tex), runs.csv and "
-        f"{len(plots)} plots in {out}/"
+        f"{len(runs)} runs ({(runs['status'] != 'completed').sum()} not completed); tables (.csv, .md, .tex), "
+        f"runs.csv and {len(plots)} plots in {out}/"
     )
     to_save = []
     if wants_views(args):  # before anything is published: a key no run logged stops here

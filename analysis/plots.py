@@ -14,16 +14,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .tables import (  # noqa: E402
-    GAP,
-    SIGNIFICANT,
-    column_label,
-    lr_labels,
-    rank_lr_grid,
-    rank_lr_groups,
-    rank_order,
-    varies_learning_rate,
-)
+from .comparisons import all_comparisons, column_label, rank_order, setting_label  # noqa: E402
+from .rank_lr import lr_labels, rank_lr_grid, rank_lr_groups, varies_learning_rate  # noqa: E402
+from .render import GAP  # noqa: E402
 
 
 def _rank_label(rank) -> str:
@@ -46,7 +39,8 @@ def _label_single_panel(ax, xlabel: str, ylabel: str, title: str, legend_size: i
 
 
 def training_curves(curves: pd.DataFrame, column: str, ylabel: str, title: str, path: Path) -> Path | None:
-    """One panel per init, one line per rank (mean over seeds at each step)."""
+    """One panel per init; per rank a thin line for every run (seed) and a thick one for their mean over the
+    steps every run reached (beyond, a mean of the few runs that got further would jump)."""
     data = curves.dropna(subset=[column]) if len(curves) else curves
     if not len(data):
         return None
@@ -55,8 +49,12 @@ def training_curves(curves: pd.DataFrame, column: str, ylabel: str, title: str, 
     for ax, init in zip(axes[0], inits):
         panel = data[data["init"] == init]
         for rank in rank_order(panel["rank"].unique()):
-            line = panel[panel["rank"] == rank].groupby("step")[column].mean()
-            ax.plot(line.index, line.values, marker="o", markersize=3, label=_rank_label(rank))
+            arm = panel[panel["rank"] == rank]
+            reached = arm.groupby("run")["step"].max().min()
+            line = arm[arm["step"] <= reached].groupby("step")[column].mean()
+            drawn = ax.plot(line.index, line.values, marker="o", markersize=3, linewidth=2, label=_rank_label(rank))
+            for _, run in arm.groupby("run"):
+                ax.plot(run["step"], run[column], color=drawn[0].get_color(), linewidth=0.7, alpha=0.3)
         ax.set_title(f"init: {init}")
         ax.set_xlabel("training step (optimizer updates)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -75,10 +73,25 @@ def pass_vs_rank(runs: pd.DataFrame, benchmark: str, metric: str, path: Path) ->
     ranks = rank_order(ok["rank"].unique())
     positions = {rank: i for i, rank in enumerate(ranks)}
     fig, ax = plt.subplots(figsize=(6, 4))
-    for init, group in ok.groupby("init", sort=True):
+    inits = sorted(ok["init"].unique())
+    for number, (init, group) in enumerate(ok.groupby("init", sort=True)):
         means = group.groupby("rank")[key].mean()
         xs = [positions[r] for r in ranks if r in means.index]
-        line = ax.plot(xs, [means[r] * 100 for r in ranks if r in means.index], marker="o", label=f"{init} (trained)")
+        line = ax.plot(
+            xs,
+            [means[r] * 100 for r in ranks if r in means.index],
+            marker="o",
+            label=f"{init} (trained, mean of runs)",
+        )
+        # every run as a dot beside its mean: the seeds' spread is what a comparison rests on
+        offset = 0.08 * (number - (len(inits) - 1) / 2)
+        ax.scatter(
+            [positions[r] + offset for r in group["rank"]],
+            group[key] * 100,
+            s=14,
+            alpha=0.5,
+            color=line[0].get_color(),
+        )
         if base_key in group and group[base_key].notna().any():
             ax.axhline(
                 group[base_key].mean() * 100,
@@ -126,9 +139,13 @@ def rank_lr_heatmap(runs: pd.DataFrame, benchmark: str, path: Path) -> Path | No
     """The rank x learning-rate tables as heatmaps, in one figure: a row of two panels per init (and per
     adapter variant / budget when they vary), y = LoRA rank, x = learning rate (categorical, ascending).
     Left: final Pass@1 (%, mean over seeds); right: its change against the untrained baseline (points,
-    diverging colours centred on 0, * where its per-problem interval excludes 0). Each rank's best
-    learning rate (the table's ▲) is outlined; a gap is a blank cell marked —."""
-    grids = [(setting, init, rank_lr_grid(group, benchmark)) for setting, init, group in rank_lr_groups(runs)]
+    diverging colours centred on 0, with the tables' marks: * seed-level, ° one run beyond its evaluation
+    noise). Each rank's best learning rate (the table's ▲) is outlined; a gap is a blank cell marked —."""
+    compared = all_comparisons(runs, benchmark)
+    grids = [
+        (setting_label(setting), init, rank_lr_grid(group, benchmark, setting, compared))
+        for setting, init, group in rank_lr_groups(runs)
+    ]
     grids = [(setting, init, grid) for setting, init, grid in grids if any(grid.finals.values())]
     if not grids:
         return None
@@ -147,8 +164,7 @@ def rank_lr_heatmap(runs: pd.DataFrame, benchmark: str, path: Path) -> Path | No
             fig.colorbar(image, ax=ax)
             for i, rank in enumerate(grid.ranks):
                 for j, lr in enumerate(grid.lrs):
-                    interval = grid.intervals.get((rank, lr))
-                    mark = SIGNIFICANT if signed and interval and interval.excludes_zero else ""
+                    mark = grid.mark(rank, lr) if signed else ""
                     text = GAP if np.isnan(data[i, j]) else f"{data[i, j]:{'+' if signed else ''}.1f}{mark}"
                     box = dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.7, linewidth=0)
                     ax.text(j, i, text, ha="center", va="center", fontsize=8, bbox=box)

@@ -35,7 +35,7 @@ from wandb_workspaces import expr
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.run_record import flat_summary
 
-from .tables import column_label, rank_order
+from .comparisons import column_label, rank_order
 
 STEP = "train/global_step"  # WandbCallback: define_metric("*", step_metric="train/global_step")
 CURVES = (

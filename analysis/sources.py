@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from rlvr_sweeps.run_record import flat_summary
+from rlvr_sweeps.run_record import flat_summary, read_jsonl
 
 # per-step training metrics kept for the curves (W&B logs them with a "train/" prefix)
 CURVE_KEYS = {"reward": "reward", "completions/mean_length": "completion_length"}
+RESULTS = {"eval", "baseline", "delta"}  # the first part of the flat keys of a run's results
 
 
 def run_row(flat: dict, config: dict, run: str) -> dict:
@@ -40,13 +41,24 @@ def run_row(flat: dict, config: dict, run: str) -> dict:
         "global_step": flat.get("global_step"),
         "gpu_hours": flat.get("budget/device_hours"),
         "cost_usd": flat.get("budget/cost_usd"),
+        "device": device_label(flat),
         "reward_start": flat.get("train/first/reward"),
         "reward_end": flat.get("train/last/reward"),
         "length_start": flat.get("train/first/completions/mean_length"),
         "length_end": flat.get("train/last/completions/mean_length"),
     }
-    row.update({k: v for k, v in flat.items() if k.split("/")[0] in {"eval", "baseline", "delta"}})
+    row.update({k: v for k, v in flat.items() if k.split("/")[0] in RESULTS})
     return row
+
+
+def device_label(flat: dict) -> str | None:
+    """What a run's device-hours count: "core" on a CPU (core-hours), the GPU's short name ("A40") on a GPU."""
+    device, name = flat.get("budget/device"), flat.get("budget/device_name")
+    if device is None:
+        return None
+    if device == "cpu":
+        return "core"
+    return str(name or device).removeprefix("NVIDIA ").strip() or str(device)
 
 
 def local_run_dirs(paths: list[str]) -> list[Path]:
@@ -61,27 +73,74 @@ def local_run_dirs(paths: list[str]) -> list[Path]:
     return found
 
 
-def load_local(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def damage(run_dir: Path) -> list[str]:
+    """The files of a run folder the analysis cannot read, each with why: summary.json or config.yaml that
+    are not valid JSON / YAML, per-sample records (eval/<phase>/<benchmark>.jsonl) with a line that is not
+    a JSON sample (a job killed while writing). Empty for a sound folder."""
+    found = []
+    try:
+        json.loads((run_dir / "summary.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        found.append(f"{run_dir / 'summary.json'} (not valid JSON: {err})")
+    if (run_dir / "config.yaml").exists():
+        try:
+            yaml.safe_load((run_dir / "config.yaml").read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            found.append(f"{run_dir / 'config.yaml'} (not valid YAML: {str(err).splitlines()[0]})")
+    for samples in sorted(run_dir.glob("eval/*/*.jsonl")):
+        records, bad = read_jsonl(samples)
+        bad += [i + 1 for i, r in enumerate(records) if not SAMPLE_KEYS <= r.keys()][:1]
+        if bad:
+            found.append(f"{samples} (line {bad[0]} is not a complete sample: a job killed while writing?)")
+    return found
+
+
+SAMPLE_KEYS = {"problem_id", "sample", "correct"}  # what the comparisons read of a per-sample record
+
+
+def _read_config(run_dir: Path) -> dict:
+    try:
+        return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (FileNotFoundError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+
+
+def load_local(paths: list[str], warn=print) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs and curves of local run folders; a run's `path` (its folder) lets the tables read the
-    per-sample records eval/<phase>/<benchmark>.jsonl, which W&B does not hold."""
+    per-sample records eval/<phase>/<benchmark>.jsonl, which W&B does not hold.
+
+    A run folder with a damaged file (damage()) is named in one line through `warn` and kept as a gap:
+    status "damaged", none of its results used; the other runs are analysed as usual."""
     rows, curves = [], []
     for run_dir in local_run_dirs(paths):
-        summary = json.loads((run_dir / "summary.json").read_text())
+        damaged = damage(run_dir)
+        for what in damaged:
+            warn(f"Damaged, left out of the comparisons: {what}")
+        summary = {} if any(d.startswith(str(run_dir / "summary.json")) for d in damaged) else None
+        if summary is None:
+            summary = json.loads((run_dir / "summary.json").read_text())
         if summary.get("kind") == "evaluation":
             continue
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+        config = _read_config(run_dir)
+        if damaged:
+            flat = {k: v for k, v in flat_summary(summary).items() if k.split("/")[0] not in RESULTS}
+            row = {**run_row({**flat, "status": "damaged"}, config, run_dir.name), "path": str(run_dir)}
+            rows.append(row)
+            continue
         row = {**run_row(flat_summary(summary), config, run_dir.name), "path": str(run_dir)}
         rows.append(row)
         metrics = run_dir / "metrics.jsonl"
-        for line in metrics.read_text().splitlines() if metrics.exists() else []:
-            record = json.loads(line)
+        records, bad = read_jsonl(metrics) if metrics.exists() else ([], [])
+        if bad:
+            warn(f"Skipped {len(bad)} line(s) of {metrics} that are not JSON (a job killed while writing?)")
+        for record in records:
             curves.append(
                 {
                     "run": row["run"],
                     "init": row["init"],
                     "rank": row["rank"],
                     "seed": row["seed"],
-                    "step": record["step"],
+                    "step": record.get("step"),
                     **{name: record.get(key) for key, name in CURVE_KEYS.items()},
                 }
             )

@@ -24,6 +24,7 @@ from .trainer import grpo_config
 def check_config(cfg: DictConfig, hardware: Hardware) -> None:
     check_gpu_settings(cfg, hardware)
     check_budget(cfg.budget)
+    check_trainer_numbers(cfg.trainer)
     lora_config(cfg.lora)
     check_reward_names(cfg.reward)
     with tempfile.TemporaryDirectory() as scratch:
@@ -44,6 +45,20 @@ def check_budget(budget_cfg: DictConfig) -> None:
     for key in ("max_steps", "max_generated_tokens"):
         if budget_cfg.get(key) is not None and int(budget_cfg[key]) < 1:
             raise UserError(f"budget.{key}={budget_cfg[key]}: give a positive limit, or null for none.")
+
+
+def check_trainer_numbers(trainer_cfg: DictConfig) -> None:
+    """Numbers the optimizer or the generator would otherwise refuse with a long traceback (or, for a
+    completion length the benchmarks inherit, under another key's name)."""
+    rate = trainer_cfg.get("learning_rate")
+    if rate is None or float(rate) <= 0:
+        raise UserError(
+            f"trainer.learning_rate={rate}: give a positive learning rate, e.g. trainer.learning_rate=1e-5."
+        )
+    for key in ("max_completion_length", "num_generations", "per_device_train_batch_size"):
+        value = trainer_cfg.get(key)
+        if value is not None and int(value) < 1:
+            raise UserError(f"trainer.{key}={value}: give at least 1.")
 
 
 def check_context(cfg: DictConfig) -> None:

@@ -25,6 +25,7 @@ from .data import load_problems, render_prompt, tokenize_prompts
 from .errors import UserError
 from .run_record import atomic_write
 from .sampling import Benchmark, Completion
+from .significance import evaluation_variance
 from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,15 @@ def score(
     return metrics, samples
 
 
+def pass1_standard_error(samples: list[Sample]) -> float:
+    """The standard error of Pass@1 from evaluating again with other samples (problems fixed):
+    what a baseline shared by many runs contributes to each run's change (significance.evaluation_variance)."""
+    outcomes: dict[str, list[bool]] = {}
+    for sample in samples:
+        outcomes.setdefault(str(sample.problem_id), []).append(bool(sample.correct))
+    return evaluation_variance(outcomes) ** 0.5
+
+
 class Evaluator:
     """Runs every configured benchmark through one generator and writes per-sample records."""
 
@@ -214,6 +224,7 @@ class Evaluator:
                 metrics["seconds"] = round(time.monotonic() - started, 3)
                 if cache is not None:
                     atomic_write(cache, json.dumps({"metrics": metrics, "samples": [asdict(s) for s in samples]}))
+            metrics["se_pass@1"] = round(pass1_standard_error(samples), 6)  # also for baselines cached before it
             self._write_samples(phase, benchmark.name, samples)
             log.info(
                 "%s %s: %s",
@@ -241,13 +252,12 @@ class Evaluator:
         return self.baseline_cache / f"{benchmark.name}-{digest}.json"
 
     def _write_samples(self, phase: str, name: str, samples: list[Sample]) -> None:
-        path = self.out_dir / phase / f"{name}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
+        atomic_write(  # a job killed while writing leaves the previous file or none, never half a file
+            self.out_dir / phase / f"{name}.jsonl",
             "".join(
                 json.dumps({k: v for k, v in asdict(s).items() if v is not None or k == "extracted"}) + "\n"
                 for s in samples
-            )
+            ),
         )
 
 
@@ -295,9 +305,9 @@ def flat_metrics(results: dict[str, dict[str, dict]]) -> dict[str, float]:
     for phase, label in (("baseline", "baseline"), ("final", "eval")):
         for bench, metrics in (results.get(phase) or {}).items():
             for key, value in metrics.items():
-                if key.startswith("pass@") or key in ("mean_length", "truncated"):
+                if key.startswith("pass@") or key in ("mean_length", "truncated", "se_pass@1"):
                     flat[f"{label}/{bench}/{key}"] = value
-    for key in [k for k in flat if k.startswith("eval/")]:
+    for key in [k for k in flat if k.startswith("eval/") and not k.endswith("/se_pass@1")]:
         base = "baseline/" + key[len("eval/") :]
         if base in flat:
             flat["delta/" + key[len("eval/") :]] = flat[key] - flat[base]

@@ -9,6 +9,7 @@ of a run left behind (`Resume`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import re
@@ -45,6 +46,8 @@ PACKAGES = (
     "rlvr-sweeps",
 )
 
+log = logging.getLogger(__name__)
+
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -65,6 +68,24 @@ def scrub_secrets(value, _secrets: tuple[str, ...] | None = None):
     if isinstance(value, str) and any(secret in value for secret in secrets):
         return "<redacted>"
     return value
+
+
+def read_jsonl(path: Path) -> tuple[list[dict], list[int]]:
+    """The records of a JSON-lines file, and the numbers (from 1) of the lines that are not a JSON object."""
+    records, bad = [], []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(number)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(number)
+    return records, bad
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -109,10 +130,18 @@ class RunRecord:
             handle.flush()
 
     def read_metrics(self) -> list[dict]:
+        """Every logged step; a line a killed job left half-written is skipped (and dropped at the next resume)."""
         if not self.metrics_path.exists():
             return []
-        lines = self.metrics_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        records, bad = read_jsonl(self.metrics_path)
+        if bad:
+            log.warning(
+                "%s: skipped %d line(s) that are not JSON (line %s): a job killed while writing",
+                self.metrics_path,
+                len(bad),
+                ", ".join(map(str, bad[:5])),
+            )
+        return records
 
     def drop_metrics_after(self, step: int) -> int:
         """Forget records of steps after `step` (they are redone after a resume); returns how many."""

@@ -1,15 +1,17 @@
-"""Is a difference in Pass@1 more than noise? A paired bootstrap over a benchmark's problems.
+"""The evaluation noise of the runs at hand: is a change in Pass@1 more than the luck of the benchmark?
 
-The study compares arms (LoRA ranks, initializations) with one seed each on benchmarks of a few
-dozen problems, where a difference of 10 points can come from which problems happen to be in the
-benchmark. The per-sample records every run writes (eval/<phase>/<benchmark>.jsonl) give each
-problem's accuracy; resampling the PROBLEMS with replacement, the same problems for both sides,
-gives a percentile interval for the difference of Pass@1 between two arms evaluated on the same
-problems. Samples of one problem stay together (a problem is resampled with its accuracy over its
-n samples), so the interval reflects the variation across problems, which dominates at this
-size. With one run per arm it does not cover the variation between training seeds.
+On benchmarks of a few dozen problems a difference of 10 points can come from which problems happen
+to be in the benchmark and which samples were drawn. The per-sample records every run writes
+(eval/<phase>/<benchmark>.jsonl) give each problem's accuracy; resampling the PROBLEMS with
+replacement, the same problems for both sides, gives a percentile interval for the difference of
+Pass@1 between two evaluations on the same problems (samples of one problem stay together).
 
-Pure numpy and the standard library: the training run's end-of-run verdict uses it too.
+This covers the evaluation of these runs, NOT the training seed: another seed of the same arm can end
+far away (RLVR runs on small models take off or not). Comparisons between arms use the runs as their
+unit (analysis.seed_stats); this interval stays beside them as "evaluation noise", and is what a
+single run's end-of-run verdict can say about itself.
+
+Pure numpy and the standard library: the training run's verdict and its evaluation use it too.
 """
 
 from __future__ import annotations
@@ -36,10 +38,14 @@ class Interval:
         return self.low > 0 or self.high < 0
 
     def describe(self, scale: float = 100, digits: int = 1) -> str:
-        """One line for logs and verdicts: '+11.0 points [-2.3, +24.1] over 30 problems, interval includes 0'."""
+        """One line for a run's verdict: '+11.0 points [-2.3, +24.1] over 30 problems (evaluation noise of this
+        run, not another seed): includes 0'."""
         delta, low, high = (f"{value * scale:+.{digits}f}" for value in (self.delta, self.low, self.high))
         verdict = "excludes 0" if self.excludes_zero else "includes 0"
-        return f"{delta} points [{low}, {high}] over {self.problems} problems, interval {verdict}"
+        return (
+            f"{delta} points [{low}, {high}] over {self.problems} problems "
+            f"(evaluation noise of this run, not another seed): {verdict}"
+        )
 
 
 def read_outcomes(path: str | Path) -> dict[str, list[bool]]:
@@ -56,6 +62,24 @@ def read_outcomes(path: str | Path) -> dict[str, list[bool]]:
             record = json.loads(line)
             by_problem.setdefault(str(record["problem_id"]), {})[int(record["sample"])] = bool(record["correct"])
     return {problem: [samples[i] for i in sorted(samples)] for problem, samples in by_problem.items()}
+
+
+def evaluation_variance(outcomes: dict[str, list[bool]]) -> float:
+    """Sampling variance of one evaluation's Pass@1 with its problems held fixed: the sum over problems of
+    p(1-p)/n, divided by problems^2, each p(1-p)/n estimated without bias as p_hat(1-p_hat)/(n-1). With one
+    sample per problem the per-problem variance cannot be told from the problems' spread, so the binomial
+    bound pass@1 (1 - pass@1) / problems is used. 0 for no outcome.
+
+    It is the noise that evaluating the same model again (other samples) would show: the part of a
+    shared baseline's uncertainty that more training seeds do not reduce."""
+    kept = [samples for samples in outcomes.values() if samples]
+    if not kept:
+        return 0.0
+    if min(map(len, kept)) < 2:
+        p = sum(sum(samples) / len(samples) for samples in kept) / len(kept)
+        return p * (1 - p) / len(kept)
+    accuracy = [sum(samples) / len(samples) for samples in kept]
+    return sum(a * (1 - a) / (len(s) - 1) for a, s in zip(accuracy, kept)) / len(kept) ** 2
 
 
 def per_problem_accuracy(outcomes_by_seed: list[dict[str, list[bool]]]) -> dict[str, float]:

@@ -3,7 +3,9 @@
 The verdict compares the mean training reward over the first and the last third of the logged
 steps, and each benchmark's Pass@1 before and after training with a paired bootstrap 95% interval
 over its problems (rlvr_sweeps.significance), so that a newcomer sees at once whether the change is
-larger than the noise. `reward.png` plots the reward per step with a rolling mean.
+larger than the noise of evaluating this run. It says nothing about another training seed: whether an
+arm beats another is the sweep analysis' question (python -m analysis, runs as the unit).
+`reward.png` plots the reward per step with a rolling mean.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def write_verdict(record: RunRecord, summary: dict) -> dict:
             "ci_high": interval.high,
             "problems": interval.problems,
             "excludes_zero": interval.excludes_zero,
+            "covers": "evaluation noise of this run, not another training seed",
         }
         parts.append(f"{benchmark} Pass@1 {baseline:.3f} -> {final:.3f}: {interval.describe()}")
     if plot_reward(steps, record.dir / "reward.png"):

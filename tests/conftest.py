@@ -199,6 +199,7 @@ class Sweep:
 
     folder: Path
     runs: dict
+    failure: str  # what the run with wrong data columns raised (checked in test_training, not here)
 
     def run_dir(self, rank=8, seed=0) -> Path:
         return Path(self.runs[(rank, seed)]["run_dir"])
@@ -216,11 +217,14 @@ def tiny_sweep(tmp_path_factory, model_cache) -> Sweep:
             done[(rank, seed)] = train_in_process(runs, model_cache, *TINY_SWEEP, *arm)
     wrong_columns = runs.parent / "wrong_columns.jsonl"  # fails while loading its data, after W&B has started
     wrong_columns.write_text('{"question": "1 + 1?", "solution": "2"}\n')
-    with pytest.raises(Exception, match="no column"):
+    try:
         train_in_process(runs, model_cache, *TINY_SWEEP, "lora.rank=256", "data=open_rs", f"data.path={wrong_columns}")
+        failure = ""
+    except Exception as err:  # noqa: BLE001 - the failed run is part of the sweep; its message is a test's
+        failure = f"{type(err).__name__}: {err}"
     plain = [o for o in TINY_SWEEP if not o.startswith(("eval", "trainer.save"))]  # no evaluation at all
     done[(None, 0)] = train_in_process(runs, model_cache, *plain, "lora=none", "eval=[]")
-    return Sweep(runs / "tiny_sweep", done)
+    return Sweep(runs / "tiny_sweep", done, failure)
 
 
 def evaluate_cli(runs: Path, cache: Path, *args: str, timeout: float = 900) -> tuple[dict, Path]:

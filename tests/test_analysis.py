@@ -15,8 +15,11 @@ import pytest
 import yaml
 
 from analysis.__main__ import main as analysis_main
+from analysis.comparisons import EVAL_NOISE
+from analysis.rank_lr import BEST, lr_labels
+from analysis.render import GAP
 from analysis.sources import load_local, load_wandb, run_row
-from analysis.tables import BEST, GAP, all_tables, bootstrap_ci, lr_labels, metric_table
+from analysis.tables import all_tables, metric_table
 from conftest import ROOT, OfflineWandbApi, OfflineWandbRun
 
 pytestmark = pytest.mark.xdist_group("tiny_sweep")
@@ -49,7 +52,9 @@ def test_table_cells_equal_a_recomputation_from_the_run_records(sweep):
         assert table.values.loc["tiny_math", rank] == pytest.approx(expected)
         baseline = np.mean([recomputed_pass1(d, phase="baseline") for d in run_dirs])
         assert table.values.loc["tiny_math", "baseline"] == pytest.approx(baseline)
-        assert "[" in table.frame.loc["tiny_math", f"r={rank}"]  # two seeds: a bootstrap interval
+        values = sorted(recomputed_pass1(d) * 100 for d in run_dirs)  # two seeds: their own values
+        shown = table.frame.loc["tiny_math", f"r={rank}"].split("; runs ")[1]
+        assert sorted(float(v) for v in shown.split(", ")) == pytest.approx(values, abs=0.051)
 
 
 def test_failed_runs_and_missing_metrics_are_marked_gaps(sweep):
@@ -103,11 +108,15 @@ def test_the_wandb_source_gives_the_same_tables_as_the_run_folders(sweep):
     api = OfflineWandbApi([OfflineWandbRun(d) for d in offline])
     wandb_runs, wandb_curves = load_wandb("me/rlvr-sweeps", group="tiny_sweep", api=api)
     assert len(wandb_runs) == len(local_runs) == 6
-    for local, remote in zip(all_tables(local_runs, 0.02), all_tables(wandb_runs, 0.02)):
-        assert local.name == remote.name
+    local_tables, remote_tables = all_tables(local_runs, 0.02), all_tables(wandb_runs, 0.02)
+    assert [t.name for t in local_tables] == [t.name for t in remote_tables]
+    assert "significance" in {t.name for t in remote_tables}  # the seed level needs only the summaries
+    for local, remote in zip(local_tables, remote_tables):
+        # only the evaluation noise needs the per-sample records of the run folders
+        noise = "evaluation noise, these runs"
         pd.testing.assert_frame_equal(
-            local.frame.replace(r"\*\)", ")", regex=True), remote.frame
-        )  # * needs per-sample records
+            local.frame.drop(columns=noise, errors="ignore"), remote.frame.drop(columns=noise, errors="ignore")
+        )
     key = ["run", "step"]
     merged = local_curves.merge(wandb_curves.drop_duplicates(key, keep="last"), on=key, suffixes=("", "_wandb"))
     assert len(merged) == len(local_curves) and (merged["reward"] == merged["reward_wandb"]).all()
@@ -130,8 +139,7 @@ def test_collapse_rule_and_bootstrap_interval():
     table = metric_table(pd.DataFrame(rows), "b", "pass@1", collapse_margin=0.02)
     assert table.frame.loc["math", "r=8"].endswith("†") and not table.frame.loc["instruct", "r=8"].endswith("†")
     assert any("Collapsed: math r=8" in note for note in table.notes)
-    low, high = bootstrap_ci([0.1, 0.2, 0.3, 0.4])
-    assert 0.1 <= low < 0.25 < high <= 0.4
+    assert table.frame.loc["math", "r=8"] == "40.0 (-10.0); runs 40.0, 40.0 †"
 
 
 def test_log_to_wandb_publishes_tables_and_plots_offline(sweep, tmp_path, monkeypatch):
@@ -265,11 +273,11 @@ def test_rank_x_lr_table_cells_best_learning_rates_and_significance(rank_lr_swee
     # hand computation: means over seeds of the summaries' Pass@1, baseline 25%
     assert table.values.loc[8, 1e-5] == pytest.approx(0.25) and table.values.loc[8, 1e-4] == pytest.approx(0.625)
     assert table.values.loc[64, 1e-5] == pytest.approx(0.75) and table.values.loc[64, 1e-4] == pytest.approx(0.50)
-    low, high = bootstrap_ci([0.5, 0.75])
-    assert table.frame.loc["r=8", "lr=1e-05"] == "25.0 (+0.0)"  # noise: its interval includes 0, no *
-    assert table.frame.loc["r=8", "lr=1e-04"] == f"62.5 [{low * 100:.1f}, {high * 100:.1f}] (+37.5*){BEST}"
-    assert table.frame.loc["r=64", "lr=1e-05"] == f"75.0 (+50.0*){BEST}"
-    assert table.frame.loc["r=64", "lr=1e-04"] == "50.0 (+25.0*)"
+    assert table.frame.loc["r=8", "lr=1e-05"] == "25.0 (+0.0)"  # noise: within the evaluation noise, no mark
+    assert table.frame.loc["r=8", "lr=1e-04"] == f"62.5 (+37.5); runs 50.0, 75.0{BEST}"  # 2 runs: never marked
+    # one run each: beyond the evaluation noise of that run (°), never a seed-level *
+    assert table.frame.loc["r=64", "lr=1e-05"] == f"75.0 (+50.0{EVAL_NOISE}){BEST}"
+    assert table.frame.loc["r=64", "lr=1e-04"] == f"50.0 (+25.0{EVAL_NOISE})"
     assert list(table.frame.loc["r=256"]) == [f"{GAP} (failed)", f"{GAP} (no runs)"]
     assert [sum(BEST in cell for cell in row) for _, row in table.frame.iterrows()] == [1, 1, 0]
     assert any(BEST.strip() in note and "best learning rate" in note for note in table.notes)
@@ -301,14 +309,19 @@ def test_cli_writes_the_rank_x_lr_table_and_heatmap(rank_lr_sweep, tmp_path, cap
     assert "| rank | lr=1e-05 | lr=1e-04 |" in capsys.readouterr().out
     csv = pd.read_csv(out / "b_pass1_rank_x_lr_tiny.csv", index_col="rank")
     assert list(csv.columns) == [
-        *(f"lr={lr}_{c}" for lr in ("1e-05", "1e-04") for c in ("pass1", "delta", "delta_ci_low", "delta_ci_high")),
+        *(
+            f"lr={lr}_{c}"
+            for lr in ("1e-05", "1e-04")
+            for c in ("pass1", "runs", "delta", "delta_ci_low", "delta_ci_high", "marked")
+        ),
         "best_learning_rate",
     ]
     assert list(csv.index) == ["r=8", "r=64", "r=256"]
     assert list(csv["lr=1e-04_pass1"][:2]) == pytest.approx([62.5, 50.0])
     assert list(csv["lr=1e-05_delta"][:2]) == pytest.approx([0.0, 50.0])
-    assert csv.loc["r=8", "lr=1e-05_delta_ci_low"] < 0 < csv.loc["r=8", "lr=1e-05_delta_ci_high"]
-    assert csv.loc["r=64", "lr=1e-04_delta_ci_low"] == pytest.approx(25.0)  # the same +25 on every problem
+    assert list(csv["lr=1e-04_runs"]) == [2, 1, 0] and not csv["lr=1e-04_marked"].any()
+    assert csv.loc["r=8", "lr=1e-04_delta_ci_low"] < 0 < csv.loc["r=8", "lr=1e-04_delta_ci_high"]  # 2 runs: wide
+    assert math.isnan(csv.loc["r=64", "lr=1e-04_delta_ci_low"])  # one run: the seeds' spread is not measured
     assert list(csv["best_learning_rate"][:2]) == [1e-4, 1e-5] and math.isnan(csv.loc["r=256", "best_learning_rate"])
     tex = (out / "b_pass1_rank_x_lr_tiny.tex").read_text()
     assert r"rank & lr=1e-05 & lr=1e-04 \\" in tex and r"$\triangle$" in tex

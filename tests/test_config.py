@@ -115,6 +115,8 @@ def test_the_study_evaluates_each_model_up_to_its_own_limit(model, limit):
         (("lora.rank=0",), "lora=none"),
         (("eval.sampling.n=1",), "Pass@2"),
         (("eval.select_on=reasoning_gym_heldout", "eval.selection.k=[8]"), "eval.selection"),
+        (("trainer.learning_rate=-1",), "trainer.learning_rate=-1: give a positive learning rate"),
+        (("trainer.max_completion_length=0",), "trainer.max_completion_length=0: give at least 1"),
     ],
     ids=[
         "negative-budget",
@@ -127,6 +129,8 @@ def test_the_study_evaluates_each_model_up_to_its_own_limit(model, limit):
         "bad-rank",
         "n-below-k",
         "selection-k-above-n",
+        "negative-learning-rate",
+        "no-completion-tokens",
     ],
 )
 def test_check_config_refuses_bad_settings_with_one_line(overrides, message):

@@ -1,6 +1,8 @@
-"""Per-problem significance: paired bootstrap intervals over problems, and their place in the analysis.
+"""Verdicts in the analysis: the training run decides `*`, the evaluation noise of the runs at hand is a
+column of its own, the runs a comparison needs, and damaged run folders. The problem bootstrap itself
+(rlvr_sweeps.significance) is checked first.
 
-Fast: synthetic per-sample records, no training.
+Fast: synthetic run folders with per-sample records, no training.
 """
 
 from __future__ import annotations
@@ -13,11 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from analysis.__main__ import NO_INTERVALS_WANDB
 from analysis.__main__ import main as analysis_main
+from analysis.comparisons import EVAL_NOISE
+from analysis.render import GAP
 from analysis.tables import all_tables
-from rlvr_sweeps.significance import Interval, paired_bootstrap, per_problem_accuracy, read_outcomes, run_delta
+from rlvr_sweeps.significance import (
+    Interval,
+    evaluation_variance,
+    paired_bootstrap,
+    per_problem_accuracy,
+    read_outcomes,
+    run_delta,
+)
 
 
 def write_samples(path: Path, outcomes: dict[str, list[bool]]) -> None:
@@ -137,9 +149,10 @@ def test_run_delta_compares_final_with_baseline_and_needs_both_files(tmp_path):
     assert interval == paired_bootstrap(per_problem_accuracy([HAND_A]), per_problem_accuracy([HAND_B]), 500, 7)
     assert interval.delta == pytest.approx(HAND_DELTA)
     assert "+12.5 points" in interval.describe() and "includes 0" in interval.describe()
+    assert "evaluation noise of this run, not another seed" in interval.describe()
 
 
-# --- the analysis: two run folders shaped like real ones ---------------------------------------
+# --- the analysis: run folders shaped like real ones ----------------------------------------------
 
 BASELINE = pattern(*[1] * 30)  # every problem 1 of 4: Pass@1 25%
 FINALS = {
@@ -152,13 +165,19 @@ def pass1(outcomes: dict[str, list[bool]]) -> float:
     return float(np.mean([ok for samples in outcomes.values() for ok in samples]))
 
 
-def write_run(run_dir: Path, rank: int, final: dict[str, list[bool]], seed: int = 0) -> None:
+def shifted(correct: int) -> dict[str, list[bool]]:
+    """`correct` of 4 samples right on every problem: Pass@1 correct / 4."""
+    return pattern(*[correct] * 30)
+
+
+def write_run(run_dir: Path, rank: int, final: dict[str, list[bool]], seed: int = 0, hours: float = 2.0) -> None:
     base, end = pass1(BASELINE), pass1(final)
     summary = {
         "status": "completed",
         "global_step": 2,
         "lora": {"rank": rank, "alpha": 2 * rank},
         "metrics": {"eval/b/pass@1": end, "baseline/b/pass@1": base, "delta/b/pass@1": end - base},
+        "budget": {"device": "cuda", "device_name": "NVIDIA A40", "device_hours": hours, "cost_usd": hours * 0.44},
     }
     run_dir.mkdir(parents=True)
     (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -173,54 +192,121 @@ def write_run(run_dir: Path, rank: int, final: dict[str, list[bool]], seed: int 
 
 @pytest.fixture
 def sweep(tmp_path) -> Path:
+    """One run per arm, the paper's design."""
     for rank, final in FINALS.items():
         write_run(tmp_path / "sweep" / f"rank{rank}", rank, final)
     return tmp_path / "sweep"
 
 
-def test_analysis_writes_the_significance_table_and_interval_columns(sweep, tmp_path, capsys):
+def test_one_run_per_arm_marks_nothing_and_says_why(sweep, tmp_path, capsys):
     out = tmp_path / "out"
     assert analysis_main([str(sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| init | benchmark | comparison | delta | 95% interval | problems | excludes 0 |" in printed
-    assert "A change marked * has a paired bootstrap 95% interval" in printed and NO_INTERVALS_WANDB not in printed
+    assert "The variation between training seeds is not measured, so these changes get no *" in printed
+    assert "| init | benchmark | comparison | runs | delta | 95% interval over runs | df | marked |" in printed
 
     rows = pd.read_csv(out / "significance.csv", index_col="init")
-    assert list(rows.columns) == ["benchmark", "comparison", "delta", "ci_low", "ci_high", "problems", "excludes_zero"]
-    assert list(rows.index) == ["tiny"] * 3 and set(rows["benchmark"]) == {"b"}
+    assert list(rows.columns) == [
+        "benchmark",
+        "comparison",
+        "delta",
+        "ci_low",
+        "ci_high",
+        "df",
+        "p",
+        "p_holm",
+        "test",
+        "runs",
+        "runs_reference",
+        "marked",
+        "eval_noise_ci_low",
+        "eval_noise_ci_high",
+        "problems",
+        "beyond_eval_noise",
+    ]
     rows = rows.set_index("comparison")
     assert list(rows.index) == ["r=8 vs baseline", "r=64 vs baseline", "r=64 vs r=8"]
     assert list(rows["delta"]) == pytest.approx([0.0, 50.0, 50.0])
-    assert list(rows["problems"]) == [30, 30, 30]
-    assert list(rows["excludes_zero"]) == [False, True, True]
-    assert rows.loc["r=8 vs baseline", "ci_low"] < 0 < rows.loc["r=8 vs baseline", "ci_high"]
-    assert 25 < rows.loc["r=64 vs baseline", "ci_low"] < 50 < rows.loc["r=64 vs baseline", "ci_high"] < 75
+    assert not rows["marked"].any() and rows["ci_low"].isna().all() and set(rows["test"]) == {"none"}
+    # the problem bootstrap of these runs stays, under its own name
+    assert list(rows["beyond_eval_noise"]) == [False, True, True] and list(rows["problems"]) == [30, 30, 30]
+    assert rows.loc["r=8 vs baseline", "eval_noise_ci_low"] < 0 < rows.loc["r=8 vs baseline", "eval_noise_ci_high"]
+    assert (
+        25
+        < rows.loc["r=64 vs baseline", "eval_noise_ci_low"]
+        < 50
+        < rows.loc["r=64 vs baseline", "eval_noise_ci_high"]
+    )
     assert r"\toprule" in (out / "significance.tex").read_text()
 
     table = pd.read_csv(out / "b_pass1.csv", index_col="init")
-    assert list(table.columns) == [
-        "baseline",
-        "r=8",
-        "r=64",
-        "r=8_delta",
-        "r=8_delta_ci_low",
-        "r=8_delta_ci_high",
-        "r=64_delta",
-        "r=64_delta_ci_low",
-        "r=64_delta_ci_high",
-    ]
-    assert table.loc["tiny", "r=64"] == "75.0 (+50.0*)" and table.loc["tiny", "r=8"] == "25.0 (+0.0)"
-    for rank in (8, 64):
-        compared = rows.loc[f"r={rank} vs baseline"]
-        assert table.loc["tiny", f"r={rank}_delta"] == pytest.approx(compared["delta"])
-        assert table.loc["tiny", f"r={rank}_delta_ci_low"] == pytest.approx(compared["ci_low"])
-        assert table.loc["tiny", f"r={rank}_delta_ci_high"] == pytest.approx(compared["ci_high"])
+    assert table.loc["tiny", "r=64"] == f"75.0 (+50.0{EVAL_NOISE})" and table.loc["tiny", "r=8"] == "25.0 (+0.0)"
+    assert list(table["r=64_marked"]) == [False] and list(table["r=64_runs"]) == [1]
+    assert table.loc["tiny", "r=64_eval_noise_ci_low"] == pytest.approx(
+        rows.loc["r=64 vs baseline", "eval_noise_ci_low"]
+    )
+    assert not (out / "runs_needed.csv").exists()  # one run a side: no spread to plan from
     assert "path" in pd.read_csv(out / "runs.csv").columns
 
 
-def test_a_cell_with_a_seed_lacking_per_sample_records_gets_no_interval(sweep):
-    """A second r=64 seed without its final records: an interval from the other seed alone would not
-    be the cell the table shows (the mean of both seeds), so r=64 gets none."""
+@pytest.fixture
+def seeded_sweep(tmp_path) -> Path:
+    """Three seeds per arm: r=8 stays at the baseline (25, 25, 25.8%), r=64 reaches 75, 75, 74.2%."""
+    folder = tmp_path / "seeded"
+    for seed, final in enumerate(R8_SEEDS):
+        write_run(folder / f"rank8-seed{seed}", 8, final, seed=seed)
+    for seed, final in enumerate(R64_SEEDS):
+        write_run(folder / f"rank64-seed{seed}", 64, final, seed=seed)
+    return folder
+
+
+R8_SEEDS = [BASELINE, BASELINE, pattern(2, *[1] * 29)]
+R64_SEEDS = [shifted(3), shifted(3), pattern(2, *[3] * 29)]
+
+
+def test_three_seeds_a_side_decide_the_mark_with_welch_and_holm(seeded_sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert analysis_main([str(seeded_sweep), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_csv(out / "significance.csv").set_index("comparison")
+    r8, r64 = [pass1(final) for final in R8_SEEDS], [pass1(final) for final in R64_SEEDS]
+    welch = stats.ttest_ind(r64, r8, equal_var=False)
+    pair = rows.loc["r=64 vs r=8"]
+    assert pair["delta"] == pytest.approx((np.mean(r64) - np.mean(r8)) * 100)
+    assert (pair["ci_low"], pair["ci_high"]) == pytest.approx(tuple(np.array(welch.confidence_interval()) * 100))
+    assert pair["df"] == pytest.approx(welch.df) and pair["test"] == "welch"
+    assert (pair["runs"], pair["runs_reference"]) == (3, 3)
+    assert list(rows["marked"]) == [False, True, True]  # r=8 did not move; r=64 did, and beats r=8
+    assert list(rows["test"][:2]) == ["t + baseline noise"] * 2
+    assert (rows["p_holm"] >= rows["p"]).all()
+    table = pd.read_csv(out / "b_pass1.csv", index_col="init")
+    assert table.loc["tiny", "r=64"] == "74.7 (+49.7*); runs 75.0, 75.0, 74.2"
+    assert list(table["r=64_marked"]) == [True] and list(table["r=8_marked"]) == [False]
+    assert table.loc["tiny", "r=64_delta_ci_low"] == pytest.approx(rows.loc["r=64 vs baseline", "ci_low"])
+    assert "Holm's correction over the 3 comparisons of this table" in printed
+    needed = pd.read_csv(out / "runs_needed.csv", index_col="init").iloc[0]  # a clear difference: enough runs
+    assert needed["comparison"] == "r=64 vs r=8" and needed["runs_per_arm"] <= 3 and needed["more_runs"] == 0
+    assert f"Runs needed:\n- tiny r=64 vs r=8: {pair['delta']:+.1f} points (3 + 3 runs" in printed
+    assert "the runs at hand suffice. With 3 runs on a side the spread itself is uncertain" in printed
+
+
+def test_min_effect_plans_for_a_given_difference_with_its_cost(seeded_sweep, tmp_path, capsys):
+    """Half a point between arms whose runs spread by about half a point: many more runs, at the 2
+    A40-hours and $0.88 each run recorded."""
+    out = tmp_path / "out"
+    assert analysis_main([str(seeded_sweep), "--out", str(out), "--min-effect", "0.5"]) == 0
+    needed = pd.read_csv(out / "runs_needed.csv").iloc[0]
+    assert needed["effect"] == pytest.approx(0.5) and needed["more_runs"] == 2 * (needed["runs_per_arm"] - 3) > 10
+    assert needed["device_hours"] == pytest.approx(2.0 * needed["more_runs"])
+    assert needed["cost_usd"] == pytest.approx(0.88 * needed["more_runs"])
+    printed = capsys.readouterr().out
+    assert f"to detect 0.5 points (--min-effect): about {needed['runs_per_arm']} runs per arm for 80% power" in printed
+    assert f"{needed['more_runs']} more runs, {needed['device_hours']:.0f} A40-hours" in printed
+
+
+def test_a_seed_lacking_per_sample_records_removes_only_the_evaluation_noise_column(sweep):
+    """A second r=64 seed without its final records: an evaluation-noise interval from the other seed alone
+    would not be the cell the table shows, so r=64 gets none; the seed level needs only the summaries."""
     from analysis.sources import load_local
 
     write_run(sweep / "rank64-seed1", 64, BASELINE, seed=1)
@@ -228,11 +314,12 @@ def test_a_cell_with_a_seed_lacking_per_sample_records_gets_no_interval(sweep):
     runs, _ = load_local([str(sweep)])
     tables = {table.name: table for table in all_tables(runs, 0.02)}
     significance = tables["significance"].csv.set_index("comparison")
-    assert list(significance.index) == ["r=8 vs baseline"]
+    assert math.isnan(significance.loc["r=64 vs baseline", "eval_noise_ci_low"])
+    assert significance.loc["r=64 vs baseline", "runs"] == 2 and significance.loc["r=64 vs baseline", "ci_low"] < 0
     pass1_csv = tables["b/pass@1"].csv
-    assert math.isnan(pass1_csv.loc["tiny", "r=64_delta_ci_low"])
-    assert math.isnan(pass1_csv.loc["tiny", "r=64_delta_ci_high"])
+    assert math.isnan(pass1_csv.loc["tiny", "r=64_eval_noise_ci_low"])
     assert pass1_csv.loc["tiny", "r=64_delta"] == pytest.approx(25.0)  # the summaries' mean still counts: (50 + 0) / 2
+    assert tables["b/pass@1"].frame.loc["tiny", "r=64"] == "50.0 (+25.0); runs 75.0, 25.0"
 
 
 def test_a_sweep_over_learning_rates_compares_within_each_setting(tmp_path):
@@ -252,16 +339,47 @@ def test_a_sweep_over_learning_rates_compares_within_each_setting(tmp_path):
     assert list(rows["delta"]) == pytest.approx([0.0, 50.0])
 
 
+def test_damaged_run_folders_are_named_and_left_out(seeded_sweep, tmp_path, capsys):
+    """A job killed while writing: one run's summary.json is cut short, another's per-sample file ends in a
+    partial line. Each file is named in one line; those runs are gaps; the rest is analysed."""
+    summary = seeded_sweep / "rank64-seed2" / "summary.json"
+    summary.write_text(summary.read_text()[:40])
+    samples = seeded_sweep / "rank8-seed1" / "eval" / "final" / "b.jsonl"
+    samples.write_text(samples.read_text() + '{"problem_id": "p00", "sam')
+    out = tmp_path / "out"
+    assert analysis_main([str(seeded_sweep), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    damaged = [line for line in captured.err.splitlines() if line.startswith("Damaged, left out")]
+    assert len(damaged) == 2
+    assert any(str(summary) in line and "not valid JSON" in line for line in damaged)
+    assert any(str(samples) in line and "line 121" in line for line in damaged)
+    runs = pd.read_csv(out / "runs.csv").set_index("run")
+    assert runs.loc["rank64-seed2", "status"] == "damaged" and runs.loc["rank64-seed2", "init"] == "tiny"
+    assert runs.loc["rank64-seed2", "rank"] == 64 and math.isnan(runs.loc["rank8-seed1", "eval/b/pass@1"])
+    rows = pd.read_csv(out / "significance.csv").set_index("comparison")
+    assert (rows.loc["r=64 vs r=8", "runs"], rows.loc["r=64 vs r=8", "runs_reference"]) == (2, 2)
+    table = pd.read_csv(out / "b_pass1.csv", index_col="init")
+    assert table.loc["tiny", "r=64"] == "75.0 (+50.0); runs 75.0, 75.0"
+
+    for run in seeded_sweep.iterdir():  # every run of r=64 damaged: a marked gap, as for a failed run
+        if run.name.startswith("rank64"):
+            (run / "summary.json").write_text("{")
+    assert analysis_main([str(seeded_sweep), "--out", str(out)]) == 0
+    assert pd.read_csv(out / "b_pass1.csv", index_col="init").loc["tiny", "r=64"] == f"{GAP} (damaged)"
+
+
 class WandbRun:
     """The parts of a wandb public-API run that analysis.sources.load_wandb reads."""
 
-    def __init__(self, rank: int, final: dict[str, list[bool]]):
-        self.name, self.config = f"rank{rank}", {"model": {"name": "tiny"}, "trainer": {"seed": 0}}
+    def __init__(self, rank: int, final: dict[str, list[bool]], seed: int = 0):
+        self.name, self.config = f"rank{rank}-{seed}", {"model": {"name": "tiny"}, "trainer": {"seed": seed}}
         self.summary = {
             "status": "completed",
             "lora/rank": rank,
             "eval/b/pass@1": pass1(final),
             "baseline/b/pass@1": pass1(BASELINE),
+            "baseline/b/se_pass@1": math.sqrt(evaluation_variance(BASELINE)),  # as the Evaluator logs it
         }
 
     def scan_history(self, keys):
@@ -269,16 +387,22 @@ class WandbRun:
 
 
 class WandbApi:
+    def __init__(self, runs):
+        self.found = runs
+
     def runs(self, path, filters=None):
-        return [WandbRun(rank, final) for rank, final in FINALS.items()]
+        return self.found
 
 
-def test_the_wandb_source_says_the_intervals_need_the_run_folders(tmp_path, capsys):
+def test_the_wandb_source_gives_the_seed_level_verdicts_without_the_evaluation_noise(tmp_path, capsys):
+    api = WandbApi(
+        [WandbRun(8, final, seed) for seed, final in enumerate(R8_SEEDS)]
+        + [WandbRun(64, final, seed) for seed, final in enumerate(R64_SEEDS)]
+    )
     out = tmp_path / "out"
-    assert analysis_main(["--wandb", "me/rlvr-sweeps", "--out", str(out)], api=WandbApi()) == 0
+    assert analysis_main(["--wandb", "me/rlvr-sweeps", "--out", str(out)], api=api) == 0
     assert NO_INTERVALS_WANDB in capsys.readouterr().out
-    assert not (out / "significance.csv").exists()
+    rows = pd.read_csv(out / "significance.csv").set_index("comparison")
+    assert rows.loc["r=64 vs r=8", "marked"] and rows["eval_noise_ci_low"].isna().all()
     table = pd.read_csv(out / "b_pass1.csv", index_col="init")
-    assert table.loc["tiny", "r=64"] == "75.0 (+50.0)"  # no records: no mark
-    assert table.loc["tiny", "r=64_delta"] == pytest.approx(50.0)
-    assert math.isnan(table.loc["tiny", "r=64_delta_ci_low"]) and math.isnan(table.loc["tiny", "r=64_delta_ci_high"])
+    assert table.loc["tiny", "r=64"] == "74.7 (+49.7*); runs 75.0, 75.0, 74.2"

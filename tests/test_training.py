@@ -32,7 +32,8 @@ def checkpoint_steps(run_dir) -> list[int]:
 
 
 @pytest.mark.parametrize("arm", LORA_RUNS)
-def test_the_tiny_runs_learn_something(tiny_sweep, arm):
+def test_the_tiny_runs_have_varied_rewards_and_adapters_that_move(tiny_sweep, arm):
+    """What the other tests of the tiny sweep rely on (whether it learns is test_default_learns' question)."""
     run_dir = tiny_sweep.run_dir(*arm)
     rewards = [s["reward"] for s in steps(run_dir)]
     assert len(set(rewards)) > 1  # rewards vary between steps: there is something to learn from
@@ -40,6 +41,12 @@ def test_the_tiny_runs_learn_something(tiny_sweep, arm):
     assert len(saved) == 2  # save_total_limit=2: the best and the last are kept
     assert any(b.abs().sum() > 0 for name, b in saved[0].items() if "lora_B" in name)  # moved from B = 0
     assert any(not torch.equal(saved[0][name], saved[1][name]) for name in saved[0])  # and on between saves
+
+
+def test_a_run_whose_data_lacks_its_columns_fails_naming_them(tiny_sweep):
+    assert "no column" in tiny_sweep.failure
+    summary = json.loads(next(tiny_sweep.folder.glob("*data=open_rs*/summary.json")).read_text())
+    assert summary["status"] == "failed"
 
 
 def test_selection_evaluates_every_checkpoint_and_final_holds_the_best(tiny_sweep):
