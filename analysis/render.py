@@ -82,10 +82,12 @@ def cell(
     baseline: float | None = None,
     mark: str = "",
     signed: bool = False,
+    flag: str = "",
 ) -> str:
     """An arm's runs in one cell: their mean; with 2-5 runs their own values ("runs 38.6, 9.1, 3.6"), with
     more the t 95% interval of the mean ("[12.0, 22.2]"); then the change against the baseline with its mark
-    ("(+13.5*)"). `signed`: the mean is itself a change (e.g. of completion length) and keeps its sign."""
+    ("(+13.5*)") and a `flag` such as the collapse's "†". `signed`: the mean is itself a change (e.g. of
+    completion length) and keeps its sign."""
     mean = float(np.mean(values))
     text = f"{mean * scale:+.{digits}f}" if signed else f"{mean * scale:.{digits}f}"
     if len(values) > SHOW_RUNS:
@@ -93,6 +95,7 @@ def cell(
         text += f" [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
     if baseline is not None and not math.isnan(baseline):
         text += f" ({(mean - baseline) * scale:+.{digits}f}{mark})"
+    text += f" {flag}" if flag else ""
     if 2 <= len(values) <= SHOW_RUNS:
         text += "; runs " + ", ".join(f"{v * scale:.{digits}f}" for v in values)
     return text

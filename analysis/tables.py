@@ -90,11 +90,11 @@ def metric_table(
                 gaps.append(f"{init} r={rank}: {reason}")
                 continue
             comparison = compared.get((init, rank, "baseline"))
-            text = cell(finals_of_arm, baseline=base, mark=comparison.symbol if comparison else "")
-            if not math.isnan(base) and np.mean(finals_of_arm) < base - collapse_margin:
-                text += " †"
+            collapse = not math.isnan(base) and np.mean(finals_of_arm) < base - collapse_margin
+            if collapse:
                 collapsed.append(f"{init} r={rank}")
-            frame[init][rank] = text
+            mark = comparison.symbol if comparison else ""
+            frame[init][rank] = cell(finals_of_arm, baseline=base, mark=mark, flag="†" if collapse else "")
             values[init][rank] = float(np.mean(finals_of_arm))
     columns = ["baseline", *ranks]
     labels = ["baseline", *map(column_label, ranks)]
@@ -315,6 +315,7 @@ def length_table(runs: pd.DataFrame) -> Table:
         frame[init], values[init] = {}, {}
         for rank in ranks:
             ok = group[(group["rank"] == rank) & (group["status"] == "completed")]
+            ok = ok.sort_values("seed", kind="stable") if "seed" in ok else ok  # seed order, as the other cells
             change = (ok["length_end"] - ok["length_start"]).dropna().tolist() if len(ok) else []
             frame[init][rank] = cell(change, 1, 0, signed=True) if change else GAP
             values[init][rank] = float(np.mean(change)) if change else math.nan

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from .adapters import lora_config
 from .data import check_local_path
@@ -21,22 +21,31 @@ from .rewards import check_reward_names
 from .trainer import grpo_config
 
 
-def check_config(cfg: DictConfig, hardware: Hardware) -> None:
-    check_gpu_settings(cfg, hardware)
+def check_config(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -> None:
+    """Every check; `plan_only` (dry_run: nothing is trained here) skips what only the machine that trains
+    needs, such as an installed vLLM."""
+    check_gpu_settings(cfg, hardware, plan_only)
     check_budget(cfg.budget)
     check_trainer_numbers(cfg.trainer)
     lora_config(cfg.lora)
     check_reward_names(cfg.reward)
     with tempfile.TemporaryDirectory() as scratch:
-        grpo_config(
-            cfg,
+        grpo_config(  # a plan checks the fields and values only: TRL would refuse bf16 on this machine's CPU
+            _without_precision(cfg) if plan_only else cfg,
             output_dir=scratch,
-            hardware=hardware,
+            hardware=Hardware("cpu", "cpu", 1) if plan_only else hardware,
             run_name="check",
             reward_weights=list(cfg.reward.weights.values()),
         )
     check_context(cfg)
     check_data(cfg.data)
+
+
+def _without_precision(cfg: DictConfig) -> DictConfig:
+    copy = cfg.copy()
+    with open_dict(copy):
+        copy.trainer.bf16, copy.trainer.fp16 = False, False
+    return copy
 
 
 def check_budget(budget_cfg: DictConfig) -> None:
@@ -92,12 +101,12 @@ def check_data(data_cfg: DictConfig) -> None:
         check_local_path(str(data_cfg.path))
 
 
-def check_gpu_settings(cfg: DictConfig, hardware: Hardware) -> None:
+def check_gpu_settings(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -> None:
     """Refuse, with the fix, settings that only run on a CUDA GPU when there is none."""
     if not hardware.has_cuda:
         _refuse_gpu_only_settings(cfg)
     uses_vllm = cfg.generation.get("use_vllm") or cfg.eval.get("backend") == "vllm"
-    if uses_vllm and importlib.util.find_spec("vllm") is None:
+    if uses_vllm and not plan_only and importlib.util.find_spec("vllm") is None:
         raise UserError(
             "vLLM is not installed: pip install -e '.[vllm]' on a GPU machine (make setup-vllm on CPU), "
             "or use generation=hf eval.backend=hf."

@@ -213,17 +213,10 @@ class Evaluator:
         results = {}
         for benchmark in self.benchmarks if benchmarks is None else benchmarks:
             cache = self._cache_path(benchmark, generator) if phase == "baseline" else None
-            if cache is not None and cache.exists():  # the same untrained model, benchmark and sampling
-                cached = json.loads(cache.read_text())
-                metrics, samples = {**cached["metrics"], "cached": True}, [Sample(**s) for s in cached["samples"]]
+            if cache is None:
+                metrics, samples = self._generate(benchmark, generator)
             else:
-                problems = self.problems(benchmark)
-                started = time.monotonic()
-                completions = generator.generate(self.prompt_ids(problems), benchmark, seed=int(self.cfg.seed))
-                metrics, samples = score(benchmark, problems, completions, self.verifier, bool(self.cfg.save_text))
-                metrics["seconds"] = round(time.monotonic() - started, 3)
-                if cache is not None:
-                    atomic_write(cache, json.dumps({"metrics": metrics, "samples": [asdict(s) for s in samples]}))
+                metrics, samples = self._baseline(benchmark, generator, cache)
             metrics["se_pass@1"] = round(pass1_standard_error(samples), 6)  # also for baselines cached before it
             self._write_samples(phase, benchmark.name, samples)
             log.info(
@@ -234,6 +227,29 @@ class Evaluator:
             )
             results[benchmark.name] = metrics
         return results
+
+    def _generate(self, benchmark: Benchmark, generator) -> tuple[dict, list[Sample]]:
+        problems = self.problems(benchmark)
+        started = time.monotonic()
+        completions = generator.generate(self.prompt_ids(problems), benchmark, seed=int(self.cfg.seed))
+        metrics, samples = score(benchmark, problems, completions, self.verifier, bool(self.cfg.save_text))
+        metrics["seconds"] = round(time.monotonic() - started, 3)
+        return metrics, samples
+
+    def _baseline(self, benchmark: Benchmark, generator, cache: Path) -> tuple[dict, list[Sample]]:
+        """The untrained model's evaluation, computed once for every run that starts from it: the ranks of one
+        model start together as one job array, and the others wait for the first under a file lock (the
+        baseline, with the longest answers, is the costliest evaluation of a run)."""
+        from filelock import FileLock
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(cache) + ".lock"):
+            if cache.exists():  # the same untrained model, benchmark and sampling: computed by an earlier job
+                cached = json.loads(cache.read_text())
+                return {**cached["metrics"], "cached": True}, [Sample(**s) for s in cached["samples"]]
+            metrics, samples = self._generate(benchmark, generator)
+            atomic_write(cache, json.dumps({"metrics": metrics, "samples": [asdict(s) for s in samples]}))
+            return metrics, samples
 
     def _cache_path(self, benchmark: Benchmark, generator) -> Path | None:
         """Baselines are shared by every run of a sweep that starts from the same model."""

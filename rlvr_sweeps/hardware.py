@@ -37,6 +37,14 @@ def detect_hardware() -> Hardware:
     return Hardware("cpu", "cpu", allocated_cpus())
 
 
+def planned_hardware(budget_device: str, detected: Hardware) -> Hardware:
+    """The hardware a plan (dry_run) is checked against: the budget's GPU when this machine has none (a
+    laptop or login node planning a GPU sweep), else what is here."""
+    if budget_device == "cpu" or detected.has_cuda:
+        return detected
+    return Hardware("cuda", f"{budget_device} (planned)", 1)
+
+
 def use_allocated_cpus() -> None:
     """Keep torch's threads within the job's CPUs: oversubscribed cores slow CPU training many-fold
     (OpenMP threads spin while they wait). An explicit OMP_NUM_THREADS (e.g. several runs side by

@@ -28,7 +28,7 @@ from .data import build_train_dataset
 from .errors import UserError
 from .evaluation import CheckpointSelection, Evaluator, flat_metrics
 from .generators import make_generator
-from .hardware import detect_hardware, resolve_dtype, use_allocated_cpus
+from .hardware import detect_hardware, planned_hardware, resolve_dtype, use_allocated_cpus
 from .models import eos_token_ids, load_model, model_folder
 from .preemption import GracefulStop
 from .rewards import build_reward_functions, make_verifier
@@ -58,6 +58,8 @@ def train(cfg: DictConfig) -> dict:
     identity = run_identity()
     record = RunRecord(identity.run_dir)
     hardware = detect_hardware()
+    if cfg.dry_run:  # a plan trains nothing: checked against the budget's device, on any machine
+        hardware = planned_hardware(str(cfg.budget.device), hardware)
     refuse_bad_config(cfg, hardware, record)
     resolve_learning_rate(cfg)
     if cfg.dry_run:
@@ -132,7 +134,7 @@ class Attempt:
 def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> None:
     """check_config; a refused run of a sweep is recorded as failed (with the fix) where its folder is."""
     try:
-        check_config(cfg, hardware)
+        check_config(cfg, hardware, plan_only=bool(cfg.dry_run))
     except UserError as err:
         if not cfg.dry_run:
             record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))

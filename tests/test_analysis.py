@@ -73,25 +73,22 @@ def test_cli_writes_markdown_latex_csv_and_plots(sweep, tmp_path, capsys):
     assert "| init | baseline | r=8 | r=64 | r=256 | full FT |" in printed and "collapse" in printed
     assert r"\toprule" in (out / "sums_heldout_pass1.tex").read_text()
     csv = pd.read_csv(out / "sums_heldout_pass1.csv", index_col="init")
+    per_rank = ("runs", "ci_low", "ci_high", "delta", "delta_ci_low", "delta_ci_high", "delta_df", "marked")
     assert list(csv.columns) == [
         "baseline",
         "r=8",
         "r=64",
         "r=256",
         "full FT",
-        "r=8_delta",
-        "r=8_delta_ci_low",
-        "r=8_delta_ci_high",
-        "r=64_delta",
-        "r=64_delta_ci_low",
-        "r=64_delta_ci_high",
-        "r=256_delta",
-        "r=256_delta_ci_low",
-        "r=256_delta_ci_high",
-        "full FT_delta",
-        "full FT_delta_ci_low",
-        "full FT_delta_ci_high",
+        *(
+            f"{rank}_{column}"
+            for rank in ("r=8", "r=64", "r=256", "full FT")
+            for column in (*per_rank, "eval_noise_ci_low", "eval_noise_ci_high")
+        ),
     ]
+    assert list(csv["r=8_runs"]) == [2] and list(csv["r=256_runs"]) == [0]  # two seeds; the failed run: none
+    for suffix in ("md", "tex", "csv"):
+        assert (out / f"significance.{suffix}").exists()
     assert len(pd.read_csv(out / "runs.csv")) == 6
     for png in (
         "reward_curves.png",
@@ -137,9 +134,9 @@ def test_collapse_rule_and_bootstrap_interval():
         for seed in (0, 1)
     ]
     table = metric_table(pd.DataFrame(rows), "b", "pass@1", collapse_margin=0.02)
-    assert table.frame.loc["math", "r=8"].endswith("†") and not table.frame.loc["instruct", "r=8"].endswith("†")
+    assert "†" in table.frame.loc["math", "r=8"] and "†" not in table.frame.loc["instruct", "r=8"]
     assert any("Collapsed: math r=8" in note for note in table.notes)
-    assert table.frame.loc["math", "r=8"] == "40.0 (-10.0); runs 40.0, 40.0 †"
+    assert table.frame.loc["math", "r=8"] == "40.0 (-10.0) †; runs 40.0, 40.0"
 
 
 def test_log_to_wandb_publishes_tables_and_plots_offline(sweep, tmp_path, monkeypatch):

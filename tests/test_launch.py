@@ -231,6 +231,15 @@ def test_dry_run_prints_the_plan_and_trains_nothing(launch):
     assert not (result.runs / "default" / "lora.rank=8,model=tiny" / "summary.json").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="plans a GPU sweep on a machine without CUDA")
+def test_a_gpu_sweep_is_planned_on_a_machine_without_a_gpu(launch):
+    """A plan trains nothing: the basic launcher prints it on a laptop (a real run is still refused, above)."""
+    result = launch("-m", "experiment=rank_vs_lr", "dry_run=true")
+    assert result.returncode == 0, result.output
+    assert "Traceback" not in result.stderr and "no CUDA GPU" not in result.stderr
+    assert "20 of 20 runs to go" in result.stdout and "a40 device-hours" in result.stdout
+
+
 def test_dry_run_of_a_sweep_prints_one_line_per_run_and_the_total(launch):
     done = launch("lora.rank=8", "model=tiny", "budget.max_steps=2", "eval=[]", "logger=none")  # one of four is done
     assert done.returncode == 0, done.output

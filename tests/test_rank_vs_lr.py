@@ -75,8 +75,11 @@ def test_a_miniature_sweep_gives_the_rank_by_learning_rate_table(tmp_path, model
     table = pd.read_csv(out / "sums_heldout_pass1_rank_x_lr_smollm2.csv", index_col="rank")
     assert list(table.index) == ["r=8", "r=64"]
     for lr in ("1e-04", "1e-03"):
-        cells = table[[f"lr={lr}_pass1", f"lr={lr}_delta", f"lr={lr}_delta_ci_low", f"lr={lr}_delta_ci_high"]]
-        assert cells.notna().all().all()  # every cell measured, with its interval
+        assert table[[f"lr={lr}_pass1", f"lr={lr}_delta"]].notna().all().all()  # every cell measured
+        assert list(table[f"lr={lr}_runs"]) == [1, 1] and not table[f"lr={lr}_marked"].any()
+        assert table[f"lr={lr}_delta_ci_low"].isna().all()  # one seed a cell: its variation is not measured
+    significance = pd.read_csv(out / "significance.csv")
+    assert len(significance) == 6 and significance["eval_noise_ci_low"].notna().all()
     assert set(table["best_learning_rate"]) <= {1e-4, 1e-3}
     assert (out / "sums_heldout_pass1_rank_x_lr_smollm2.tex").exists()
     assert (out / "rank_x_lr_sums_heldout.png").stat().st_size > 0
