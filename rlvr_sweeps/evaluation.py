@@ -51,6 +51,9 @@ class Sample:
     """Cut at max_new_tokens (then counted as wrong)."""
     text: str | None = None
     """The completion itself, kept with eval.save_text=true."""
+    seed: int | None = None
+    """The evaluation's sampling seed (eval.seed, or the selection's own): no reported sample repeats a
+    sample that chose the checkpoint. None in records written before it was kept."""
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -99,7 +102,9 @@ def benchmarks_from_config(eval_cfg: DictConfig) -> list[Benchmark]:
 
 
 def selection_benchmark(eval_cfg: DictConfig, benchmarks: list[Benchmark]) -> Benchmark | None:
-    """The eval.select_on benchmark with the sampling settings of eval.selection (n, k, max_problems)."""
+    """The eval.select_on benchmark with the sampling settings of eval.selection (n, k, max_problems,
+    max_new_tokens: by default training's max_completion_length, so that scoring a checkpoint costs what a
+    few training steps cost, whatever the benchmark's own limit for the reported numbers)."""
     name = eval_cfg.get("select_on")
     if not name:
         return None
@@ -110,7 +115,16 @@ def selection_benchmark(eval_cfg: DictConfig, benchmarks: list[Benchmark]) -> Be
     if max(ks) > n or min(ks) < 1:
         raise UserError(f"eval.selection: k={list(ks)} needs 1 <= k <= n={n}.")
     max_problems = settings.get("max_problems")
-    return dataclasses.replace(base, n=n, ks=ks, max_problems=int(max_problems) if max_problems else None)
+    max_new_tokens = int(settings.get("max_new_tokens") or base.max_new_tokens)
+    if max_new_tokens < 1:
+        raise UserError(f"eval.selection.max_new_tokens={max_new_tokens}: give at least 1.")
+    return dataclasses.replace(
+        base,
+        n=n,
+        ks=ks,
+        max_problems=int(max_problems) if max_problems else None,
+        max_new_tokens=min(max_new_tokens, base.max_new_tokens),
+    )
 
 
 def score(
@@ -119,6 +133,7 @@ def score(
     completions: list[list[Completion]],
     verifier: MathVerifier,
     keep_text: bool = False,
+    seed: int | None = None,
 ) -> tuple[dict, list[Sample]]:
     samples: list[Sample] = []
     per_problem_correct = []
@@ -138,6 +153,7 @@ def score(
                     output.tokens,
                     output.truncated,
                     output.text if keep_text else None,
+                    seed,
                 )
             )
         per_problem_correct.append(correct)
@@ -208,13 +224,24 @@ class Evaluator:
         rendered = [render_prompt(p["question"], self.prompt_cfg, conversational) for p in problems]
         return tokenize_prompts(self.tokenizer, rendered, self.chat_template_kwargs)
 
-    def run(self, generator, phase: str, benchmarks: list[Benchmark] | None = None) -> dict[str, dict]:
-        """Evaluate `benchmarks` (all configured ones by default); per-sample records go to eval/<phase>/."""
+    @property
+    def selection_seed(self) -> int:
+        """The selection's own sampling seed (eval.selection.seed; by default eval.seed + 1): the samples that
+        choose a checkpoint are never the samples its reported numbers are computed from."""
+        own = (self.cfg.get("selection") or {}).get("seed")
+        return int(own) if own is not None else int(self.cfg.seed) + 1
+
+    def run(
+        self, generator, phase: str, benchmarks: list[Benchmark] | None = None, seed: int | None = None
+    ) -> dict[str, dict]:
+        """Evaluate `benchmarks` (all configured ones by default) with `seed` (eval.seed by default);
+        per-sample records go to eval/<phase>/."""
         results = {}
+        seed = int(self.cfg.seed) if seed is None else int(seed)
         for benchmark in self.benchmarks if benchmarks is None else benchmarks:
             cache = self._cache_path(benchmark, generator) if phase == "baseline" else None
             if cache is None:
-                metrics, samples = self._generate(benchmark, generator)
+                metrics, samples = self._generate(benchmark, generator, seed)
             else:
                 metrics, samples = self._baseline(benchmark, generator, cache)
             metrics["se_pass@1"] = round(pass1_standard_error(samples), 6)  # also for baselines cached before it
@@ -228,12 +255,15 @@ class Evaluator:
             results[benchmark.name] = metrics
         return results
 
-    def _generate(self, benchmark: Benchmark, generator) -> tuple[dict, list[Sample]]:
+    def _generate(self, benchmark: Benchmark, generator, seed: int) -> tuple[dict, list[Sample]]:
         problems = self.problems(benchmark)
         started = time.monotonic()
-        completions = generator.generate(self.prompt_ids(problems), benchmark, seed=int(self.cfg.seed))
-        metrics, samples = score(benchmark, problems, completions, self.verifier, bool(self.cfg.save_text))
+        completions = generator.generate(self.prompt_ids(problems), benchmark, seed=seed)
+        metrics, samples = score(benchmark, problems, completions, self.verifier, bool(self.cfg.save_text), seed)
         metrics["seconds"] = round(time.monotonic() - started, 3)
+        # measured throughput: a sweep's next plan estimates its evaluations from it (sweep.measured_throughput)
+        metrics["generated_tokens"] = sum(sample.length for sample in samples)
+        metrics["tokens_per_s"] = round(metrics["generated_tokens"] / max(metrics["seconds"], 1e-9), 3)
         return metrics, samples
 
     def _baseline(self, benchmark: Benchmark, generator, cache: Path) -> tuple[dict, list[Sample]]:
@@ -247,7 +277,7 @@ class Evaluator:
             if cache.exists():  # the same untrained model, benchmark and sampling: computed by an earlier job
                 cached = json.loads(cache.read_text())
                 return {**cached["metrics"], "cached": True}, [Sample(**s) for s in cached["samples"]]
-            metrics, samples = self._generate(benchmark, generator)
+            metrics, samples = self._generate(benchmark, generator, int(self.cfg.seed))
             atomic_write(cache, json.dumps({"metrics": metrics, "samples": [asdict(s) for s in samples]}))
             return metrics, samples
 
@@ -360,7 +390,9 @@ class CheckpointSelection(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         with self.meter.evaluating("selection"):
-            results = self.evaluator.run(self.generator, f"step-{state.global_step:06d}", [self.benchmark])
+            results = self.evaluator.run(
+                self.generator, f"step-{state.global_step:06d}", [self.benchmark], seed=self.evaluator.selection_seed
+            )
         result = results[self.benchmark.name]
         self.scores[state.global_step] = result["pass@1"]
         if self.on_result is not None:

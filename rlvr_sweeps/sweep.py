@@ -61,6 +61,8 @@ class PlannedRun:
     """Training plus estimated evaluation, one device per run."""
     cost_usd: float
     """device_hours at the budget's price."""
+    measured: bool = False
+    """Whether the evaluation estimate uses throughput that earlier runs of the sweep measured."""
 
 
 def slurm_job_alive(job_id: str | None) -> bool:
@@ -75,12 +77,52 @@ def slurm_job_alive(job_id: str | None) -> bool:
     return any(state.strip() in LIVE_SLURM_STATES for state in out.stdout.splitlines())
 
 
-def estimate_evaluation_s(cfg: DictConfig) -> float:
+@dataclass(frozen=True)
+class Throughput:
+    """What evaluating one benchmark cost in earlier runs of a sweep: mean tokens per completion and
+    generated tokens per second (summary.json, eval/<phase>/<benchmark>)."""
+
+    completion_tokens: float
+    tokens_per_s: float
+    evaluations: int
+
+
+def measured_throughput(sweep_dir: str | Path, model_name: str) -> dict[str, Throughput]:
+    """Per benchmark, the throughput the sweep's earlier runs of this model measured (their baseline and
+    final evaluations, pooled: total tokens over total seconds); empty before any run evaluated."""
+    tokens, seconds, completions, counts = {}, {}, {}, {}
+    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if (summary.get("model") or {}).get("name") != model_name:
+            continue
+        for phase in ("baseline", "final"):
+            for name, metrics in ((summary.get("eval") or {}).get(phase) or {}).items():
+                if not isinstance(metrics, dict) or not metrics.get("tokens_per_s") or metrics.get("cached"):
+                    continue
+                tokens[name] = tokens.get(name, 0) + metrics["generated_tokens"]
+                seconds[name] = seconds.get(name, 0) + metrics["seconds"]
+                completions[name] = completions.get(name, 0) + metrics["problems"] * metrics["n"]
+                counts[name] = counts.get(name, 0) + 1
+    return {
+        name: Throughput(tokens[name] / completions[name], tokens[name] / seconds[name], counts[name])
+        for name in tokens
+        if seconds[name] > 0 and completions[name] > 0
+    }
+
+
+def estimate_evaluation_s(cfg: DictConfig, measured: dict[str, Throughput] | None = None) -> float:
     """Seconds of baseline + final evaluation of every benchmark, and of the selection evaluations
-    (one per checkpoint), from budget.estimate: completions x tokens per completion / throughput."""
+    (one per checkpoint): completions x tokens per completion / throughput. Tokens per completion and
+    throughput come from `measured` (earlier runs of the sweep, same model) where they exist, else from
+    budget.estimate; either way a completion is at most the benchmark's own max_new_tokens (each model's
+    limit, and the selection's own)."""
     estimate = cfg.budget.get("estimate") or {}
-    tokens_per_s = float(estimate.get("eval_tokens_per_s") or 0)
-    if tokens_per_s <= 0:
+    assumed_tokens_per_s = float(estimate.get("eval_tokens_per_s") or 0)
+    measured = measured or {}
+    if assumed_tokens_per_s <= 0 and not measured:
         return 0.0
     benchmarks = benchmarks_from_config(cfg.eval)
 
@@ -89,9 +131,12 @@ def estimate_evaluation_s(cfg: DictConfig) -> float:
             benchmark.cfg.get("problems") or benchmark.cfg.get("size") or benchmark.cfg.get("max_samples") or 0
         )
         problems = min(problems, benchmark.max_problems or problems)
-        tokens = min(benchmark.max_new_tokens, int(estimate.get("completion_tokens") or benchmark.max_new_tokens))
+        known = measured.get(benchmark.name)
+        per_completion = known.completion_tokens if known else estimate.get("completion_tokens")
+        tokens = min(benchmark.max_new_tokens, int(per_completion or benchmark.max_new_tokens))
+        tokens_per_s = known.tokens_per_s if known else assumed_tokens_per_s
         samples = 1 if benchmark.temperature == 0 else benchmark.n
-        return problems * samples * tokens / tokens_per_s
+        return problems * samples * tokens / tokens_per_s if tokens_per_s > 0 else 0.0
 
     phases = int(bool(cfg.eval.baseline)) + int(bool(cfg.eval.final))
     total = phases * sum(seconds(b) for b in benchmarks)
@@ -119,7 +164,9 @@ def plan_run(
     elif status in {"running", "interrupted"}:
         note = f"resume from step {summary.get('global_step', 0)}"
     training_h = float(cfg.budget.minutes) / 60.0
-    evaluation_h = estimate_evaluation_s(cfg) / 3600.0
+    measured = measured_throughput(Path(run_dir).parent, str(cfg.model.name))
+    known = {b.name for b in benchmarks_from_config(cfg.eval)} & set(measured)
+    evaluation_h = estimate_evaluation_s(cfg, measured) / 3600.0
     startup_min = float((cfg.budget.get("estimate") or {}).get("startup_minutes") or 0)
     needed_min = math.ceil(startup_min + 60 * (training_h + evaluation_h))
     job_minutes = min(needed_min, int(max_time_min)) if max_time_min else needed_min
@@ -138,6 +185,7 @@ def plan_run(
         jobs,
         hours,
         hours * float(cfg.budget.price_per_hour),
+        bool(known),
     )
 
 
@@ -146,7 +194,8 @@ def format_plan(runs: list[PlannedRun]) -> str:
     lines = [f"{head}  {'overrides':44} folder / note"]
     for run in runs:
         job = f"{run.job_minutes // 60}:{run.job_minutes % 60:02d}"
-        cost = f"{run.training_hours:7.2f} {run.evaluation_hours:6.2f} {job:>8} {run.jobs:>4}"
+        eval_h = f"{run.evaluation_hours:.2f}" + ("m" if run.measured else "")
+        cost = f"{run.training_hours:7.2f} {eval_h:>6} {job:>8} {run.jobs:>4}"
         note = f"  [{run.note}]" if run.note else ""
         lines.append(f"{run.action:6} {run.status:11} {cost}  {run.overrides or '(defaults)':44} {run.run_dir}{note}")
     todo = [r for r in runs if r.action == "run"]
@@ -158,7 +207,8 @@ def format_plan(runs: list[PlannedRun]) -> str:
     )
     lines.append(
         "train h = the budget (training only); eval h = baseline, selection and final evaluation, estimated "
-        "from budget.estimate and not counted in the budget; job time = start-up + both, per SLURM job (h:mm)"
+        "from budget.estimate (m: from the throughput earlier runs of this sweep measured) and not counted in "
+        "the budget; job time = start-up + both, per SLURM job (h:mm)"
     )
     return "\n".join(lines)
 

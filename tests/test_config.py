@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import ROOT
@@ -10,9 +12,10 @@ from rlvr_sweeps.adapters import lora_config
 from rlvr_sweeps.budget import Budget
 from rlvr_sweeps.checks import check_config, check_context
 from rlvr_sweeps.errors import UserError
+from rlvr_sweeps.evaluation import benchmarks_from_config, selection_benchmark
 from rlvr_sweeps.hardware import Hardware
 from rlvr_sweeps.resolvers import run_id
-from rlvr_sweeps.sweep import estimate_evaluation_s, format_plan, plan_run
+from rlvr_sweeps.sweep import Throughput, estimate_evaluation_s, format_plan, measured_throughput, plan_run
 from rlvr_sweeps.trainer import grpo_config
 
 CONF = ROOT / "conf"
@@ -153,6 +156,41 @@ def test_the_plan_counts_training_and_estimated_evaluation_and_caps_the_job_time
     assert "21.00" in text and "24:00" in text and "training only" in text
     cheaper = estimate_evaluation_s(composed("experiment=study", "eval.selection.max_problems=10"))
     assert cheaper < estimate_evaluation_s(cfg)  # the selection subset is what the estimate counts
+
+
+def test_selection_answers_are_as_long_as_training_ones_not_the_benchmarks_32k():
+    cfg = composed("experiment=study")
+    benchmarks = benchmarks_from_config(cfg.eval)
+    selection = selection_benchmark(cfg.eval, benchmarks)
+    reported = next(b for b in benchmarks if b.name == "math500")
+    assert (reported.max_new_tokens, selection.max_new_tokens) == (32256, 3584)  # instruct: 32k reported
+    own = selection_benchmark(composed("experiment=study", "eval.selection.max_new_tokens=1024").eval, benchmarks)
+    assert own.max_new_tokens == 1024
+
+
+def test_a_sweeps_second_plan_estimates_evaluation_from_what_its_first_runs_measured(tmp_path):
+    """A completed run of the same model recorded its evaluations' tokens and seconds: the plan of the
+    next run of the sweep uses them instead of budget.estimate's assumption (2,000 tokens at 2,500/s)."""
+    cfg = composed("experiment=study", "lora.rank=8")
+    sweep = tmp_path / "study"
+    assumed = plan_run(cfg, sweep / "lora.rank=8", [], max_time_min=1440)
+    assert not assumed.measured and not measured_throughput(sweep, "instruct")
+    evaluations = {
+        name: {"problems": 30, "n": 16, "generated_tokens": 30 * 16 * 6000, "seconds": 30 * 16 * 6000 / 1500}
+        for name in ("aime24", "aime25", "amc23", "math500")
+    }
+    for metrics in evaluations.values():
+        metrics["tokens_per_s"] = metrics["generated_tokens"] / metrics["seconds"]
+    (sweep / "lora.rank=64").mkdir(parents=True)
+    (sweep / "lora.rank=64" / "summary.json").write_text(
+        json.dumps({"model": {"name": "instruct"}, "eval": {"baseline": evaluations, "final": evaluations}})
+    )
+    measured = measured_throughput(sweep, "instruct")
+    assert measured["aime24"] == Throughput(6000.0, 1500.0, 2) and not measured_throughput(sweep, "math")
+    plan = plan_run(cfg, sweep / "lora.rank=8", [], max_time_min=1440)
+    assert plan.measured and plan.evaluation_hours > 2 * assumed.evaluation_hours  # 6,000 tokens at 1,500/s
+    assert plan.evaluation_hours == pytest.approx(estimate_evaluation_s(cfg, measured) / 3600)
+    assert "m " in format_plan([plan])
 
 
 def test_unknown_trainer_field_names_the_closest_trl_field(tmp_path):

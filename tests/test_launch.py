@@ -60,6 +60,8 @@ def test_one_run_trains_evaluates_and_records_everything(launch):
         assert len(samples) == summary["eval"][phase]["sums_heldout"]["problems"] * 2  # smoke budget: n=2
         assert {"problem_id", "sample", "extracted", "correct", "length", "truncated"} <= set(samples[0])
         assert summary["eval"][phase]["sums_heldout"]["pass@1"] == sum(s["correct"] for s in samples) / len(samples)
+        measured = summary["eval"][phase]["sums_heldout"]  # what the sweep's next plan estimates from
+        assert measured["generated_tokens"] == sum(s["length"] for s in samples) and measured["tokens_per_s"] > 0
     metrics = summary["metrics"]
     assert metrics["delta/sums_heldout/pass@1"] == pytest.approx(
         metrics["eval/sums_heldout/pass@1"] - metrics["baseline/sums_heldout/pass@1"]

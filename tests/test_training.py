@@ -60,12 +60,22 @@ def test_selection_evaluates_every_checkpoint_and_final_holds_the_best(tiny_swee
         assert summary["eval"]["selected_step"] == best
         final, chosen = adapter(run_dir / "final"), adapter(run_dir / "checkpoints" / f"checkpoint-{best}")
         assert final.keys() == chosen.keys() and all(torch.equal(final[k], chosen[k]) for k in final)
-        # final/ was evaluated: the same samples as the selection evaluation of that checkpoint
-        samples = (run_dir / "eval" / "final" / "sums_heldout.jsonl").read_text()
-        assert samples == (run_dir / "eval" / f"step-{best:06d}" / "sums_heldout.jsonl").read_text()
-        assert summary["metrics"]["eval/sums_heldout/pass@1"] == pytest.approx(scores[best])
+        # the reported samples are not the samples that chose the checkpoint: selection has its own seed
+        reported, chose = (
+            {
+                (r["problem_id"], r["sample"], r["seed"])
+                for r in records(run_dir / "eval" / phase / "sums_heldout.jsonl")
+            }
+            for phase in ("final", f"step-{best:06d}")
+        )
+        assert {seed for _, _, seed in reported} == {0} and {seed for _, _, seed in chose} == {1}
+        assert not reported & chose and {p for p, _, _ in chose} <= {p for p, _, _ in reported}
         scores_by_run[arm] = scores
     assert any(len(set(scores.values())) > 1 for scores in scores_by_run.values())  # checkpoints are told apart
+
+
+def records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_a_run_resumes_from_its_last_checkpoint_without_losing_or_repeating_a_step(tiny_sweep, tmp_path, model_cache):
