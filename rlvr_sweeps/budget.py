@@ -112,6 +112,14 @@ class BudgetMeter:
             if was_training:
                 self.start_training()
 
+    def rewind(self, training_s: float, generated_tokens: int) -> None:
+        """Forget the training time and tokens after a point (a step that was abandoned, and will be redone)."""
+        was_training = self._running_since is not None
+        self.stop_training()
+        self._counted_s, self.generated_tokens = float(training_s), int(generated_tokens)
+        if was_training:
+            self.start_training()
+
     def add_generated_tokens(self, count: int) -> None:
         self.generated_tokens += int(count)
 
@@ -169,6 +177,7 @@ class BudgetCallback(TrainerCallback):
         self.step_seconds: list[float] = []
         self.save_seconds: list[float] = []
         self._mark = 0.0
+        self.last_step_end = (0.0, 0)  # training seconds and generated tokens when the last step ended
 
     def predicted_step_s(self) -> float:
         """The slowest of the last generation cycle's steps; the first (warm-up) step only until others exist."""
@@ -183,11 +192,13 @@ class BudgetCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.meter.start_training()
         self._mark = self.meter.training_s
+        self.last_step_end = (self._mark, self.meter.generated_tokens)
 
     def on_step_end(self, args, state, control, **kwargs):
         now = self.meter.training_s
         self.step_seconds.append(now - self._mark)
         self._mark = now
+        self.last_step_end = (now, self.meter.generated_tokens)
         budget = self.meter.budget
         if budget.max_generated_tokens and self.meter.generated_tokens >= budget.max_generated_tokens:
             self._stop(control, MAX_TOKENS)
@@ -201,6 +212,12 @@ class BudgetCallback(TrainerCallback):
         now = self.meter.training_s  # evaluations at the save pause the clock
         self.save_seconds.append(now - self._mark)
         self._mark = now
+        self.last_step_end = (now, self.meter.generated_tokens)  # the save is part of the step it keeps
+
+    def abandon_step(self) -> None:
+        """The step in flight was abandoned (SIGTERM): its time and tokens are not spent, it is redone."""
+        self.meter.rewind(*self.last_step_end)
+        self._mark = self.last_step_end[0]
 
     def on_train_end(self, args, state, control, **kwargs):
         self.meter.stop_training()

@@ -9,6 +9,7 @@ samples on a fixed subset of the problems), so that it stays a small share of a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -232,20 +233,35 @@ class Evaluator:
         return int(own) if own is not None else int(self.cfg.seed) + 1
 
     def run(
-        self, generator, phase: str, benchmarks: list[Benchmark] | None = None, seed: int | None = None
+        self,
+        generator,
+        phase: str,
+        benchmarks: list[Benchmark] | None = None,
+        seed: int | None = None,
+        weights: str | None = None,
     ) -> dict[str, dict]:
         """Evaluate `benchmarks` (all configured ones by default) with `seed` (eval.seed by default);
-        per-sample records go to eval/<phase>/."""
+        per-sample records go to eval/<phase>/.
+
+        `weights` names the weights evaluated (e.g. the checkpoint final/ came from): each finished benchmark
+        is then kept in the run folder (eval/<phase>/<benchmark>.done.json), and a job that evaluates the
+        same weights again (requeued during a long final evaluation) reuses it instead of generating anew."""
         results = {}
         seed = int(self.cfg.seed) if seed is None else int(seed)
         for benchmark in self.benchmarks if benchmarks is None else benchmarks:
             cache = self._cache_path(benchmark, generator) if phase == "baseline" else None
-            if cache is None:
+            done = self.out_dir / phase / f"{benchmark.name}.done.json" if weights else None
+            finished = self._finished(done, phase, benchmark, weights, seed)
+            if finished is not None:
+                metrics, samples = finished
+            elif cache is None:
                 metrics, samples = self._generate(benchmark, generator, seed)
             else:
                 metrics, samples = self._baseline(benchmark, generator, cache)
             metrics["se_pass@1"] = round(pass1_standard_error(samples), 6)  # also for baselines cached before it
             self._write_samples(phase, benchmark.name, samples)
+            if done is not None and finished is None:
+                atomic_write(done, json.dumps({"weights": weights, "seed": seed, "metrics": metrics}) + "\n")
             log.info(
                 "%s %s: %s",
                 phase,
@@ -254,6 +270,20 @@ class Evaluator:
             )
             results[benchmark.name] = metrics
         return results
+
+    def _finished(self, done: Path | None, phase: str, benchmark: Benchmark, weights, seed: int):
+        """The metrics and samples of this benchmark that an earlier job finished on the same weights."""
+        if done is None or not done.exists():
+            return None
+        try:
+            kept = json.loads(done.read_text())
+            records = [json.loads(line) for line in (self.out_dir / phase / f"{benchmark.name}.jsonl").open()]
+        except (OSError, json.JSONDecodeError):
+            return None
+        if kept.get("weights") != weights or kept.get("seed") != seed:
+            return None
+        log.info("%s %s: finished by an earlier job on the same weights, reused", phase, benchmark.name)
+        return {**kept["metrics"], "reused": True}, [Sample(**record) for record in records]
 
     def _generate(self, benchmark: Benchmark, generator, seed: int) -> tuple[dict, list[Sample]]:
         problems = self.problems(benchmark)
@@ -362,11 +392,24 @@ def flat_metrics(results: dict[str, dict[str, dict]]) -> dict[str, float]:
 
 class CheckpointSelection(TrainerCallback):
     """Evaluates the selection benchmark at every saved checkpoint (on the meter's evaluation clock) and
-    keeps the best checkpoint from rotation."""
+    keeps the best checkpoint from rotation. A checkpoint saved because a stop signal arrived (preemption,
+    time limit) is not evaluated: the job has only the signal's grace period left, and scoring it in the
+    next job could eat that job's window again; such a checkpoint is simply not a candidate (the regular
+    saves, every trainer.save_steps, are)."""
 
     def __init__(
-        self, evaluator: Evaluator, generator, meter, checkpoint_of, on_result=None, earlier_scores: dict | None = None
+        self,
+        evaluator: Evaluator,
+        generator,
+        meter,
+        checkpoint_of,
+        on_result=None,
+        earlier_scores: dict | None = None,
+        stopping=lambda: False,
+        abandonable=contextlib.nullcontext,
     ):
+        self.stopping = stopping  # a stop signal arrived: a save now only hands over to the next job
+        self.abandonable = abandonable  # a stop signal during the evaluation abandons it (GracefulStop)
         self.evaluator = evaluator
         self.generator = generator
         self.benchmark = evaluator.selection
@@ -389,11 +432,17 @@ class CheckpointSelection(TrainerCallback):
             state.best_model_checkpoint = str(self.checkpoint_of(self.best_step))
 
     def on_save(self, args, state, control, **kwargs):
-        with self.meter.evaluating("selection"):
+        if self.stopping():  # the job has seconds left to hand over: this checkpoint is not a candidate
+            log.info("Checkpoint %d saved at a stop signal: not scored, not a selection candidate.", state.global_step)
+            return
+        self.score(state.global_step)
+
+    def score(self, step: int) -> None:
+        with self.abandonable(), self.meter.evaluating("selection"):
             results = self.evaluator.run(
-                self.generator, f"step-{state.global_step:06d}", [self.benchmark], seed=self.evaluator.selection_seed
+                self.generator, f"step-{step:06d}", [self.benchmark], seed=self.evaluator.selection_seed
             )
         result = results[self.benchmark.name]
-        self.scores[state.global_step] = result["pass@1"]
+        self.scores[step] = result["pass@1"]
         if self.on_result is not None:
-            self.on_result(state.global_step, result)
+            self.on_result(step, result)

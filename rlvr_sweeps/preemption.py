@@ -1,9 +1,19 @@
-"""Stop cleanly when the scheduler asks: finish the current step, save it, then leave.
+"""Stop cleanly when the scheduler asks, and lose no step that was finished.
 
-SLURM sends SIGTERM before it kills a job that is preempted, requeued or cancelled, and submitit's
-USR2 comes before the time limit. During training either signal makes the run save a checkpoint
-at the end of the current step and stop; a requeued job then resumes from exactly that step.
-After a USR2 the previous handler (submitit's checkpoint-and-requeue) runs once the save is done.
+SLURM sends SIGTERM before it kills a job that is preempted, requeued or cancelled, with a grace
+period (KillWait, often 30-120 s) that can be shorter than one step of the study (about 250 s on an
+A40). submitit's USR2 comes `signal_delay_s` before the time limit, which the launcher sizes to hold a
+step and a save. So:
+
+- USR2: the run finishes its current step, saves it and stops; then the previous handler
+  (submitit's checkpoint-and-requeue) runs.
+- SIGTERM: the step in flight is abandoned at once (StepAborted), unless it is already committing its
+  optimizer update (then it ends first, a matter of milliseconds), and the last finished step is
+  saved; the requeued job redoes only the abandoned step.
+
+A save made because of a signal never runs the checkpoint-selection evaluation, and a signal that
+arrives during one (at a regular save) abandons it: it can take longer than the time left. Such a
+checkpoint is not a selection candidate (evaluation.CheckpointSelection).
 """
 
 from __future__ import annotations
@@ -21,10 +31,18 @@ PREEMPTED = "preempted"
 SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
+class StepAborted(BaseException):
+    """Raised by the SIGTERM handler in the middle of a step: a BaseException, so that no library's
+    `except Exception` swallows it on its way out of trainer.train()."""
+
+
 class GracefulStop(TrainerCallback):
     def __init__(self):
         self.signal: int | None = None
+        self.aborted = False  # a step was abandoned (SIGTERM): the last finished one is saved by the run
         self._previous: dict[int, object] = {}
+        self._committing = False  # from the optimizer update to the step's end: never interrupted
+        self._evaluating = False  # in a checkpoint-selection evaluation: abandoned at any stop signal
 
     @contextmanager
     def armed(self):
@@ -40,15 +58,48 @@ class GracefulStop(TrainerCallback):
                 signal.signal(sig, handler)
 
     def _record(self, signum, frame) -> None:
-        if self.signal is None:
-            log.warning("Received %s: saving at the end of this step, then stopping.", signal.Signals(signum).name)
+        first = self.signal is None
         self.signal = signum
+        if self._evaluating and not self.aborted:  # a selection evaluation can outlast any signal window
+            self.aborted = True
+            log.warning("Received %s: abandoning the selection evaluation in flight.", signal.Signals(signum).name)
+            raise StepAborted()
+        if signum == signal.SIGTERM and not self._committing and not self.aborted:
+            self.aborted = True
+            log.warning("Received SIGTERM: abandoning the step in flight and saving the last finished one.")
+            raise StepAborted()
+        if first:
+            log.warning("Received %s: saving at the end of this step, then stopping.", signal.Signals(signum).name)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self._committing = True  # until the step's metrics are logged: a saved step always has its record
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self._committing = False
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._committing = False
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.signal is not None:
             control.should_save = True
             control.should_training_stop = True
         return control
+
+    @contextmanager
+    def abandonable(self):
+        """A stretch (a checkpoint-selection evaluation) that any stop signal abandons at once: its length has
+        nothing to do with the signal's window, and the checkpoint is saved before it starts."""
+        self._evaluating = True
+        try:
+            yield
+        finally:
+            self._evaluating = False
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop signal arrived: saves from now on are for the next job, with no evaluation."""
+        return self.signal is not None
 
     @property
     def stop_reason(self) -> str | None:

@@ -9,6 +9,7 @@ last complete checkpoint and skips a run that already completed.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -30,9 +31,10 @@ from .evaluation import CheckpointSelection, Evaluator, flat_metrics
 from .generators import make_generator
 from .hardware import detect_hardware, planned_hardware, resolve_dtype, use_allocated_cpus
 from .models import eos_token_ids, load_model, model_folder
-from .preemption import GracefulStop
+from .preemption import GracefulStop, StepAborted
 from .rewards import build_reward_functions, make_verifier
 from .run_record import (
+    COMPLETE_MARKER,
     CheckpointMarker,
     MetricsCallback,
     Resume,
@@ -281,6 +283,7 @@ def build_run(
         chat_template_kwargs=args.chat_template_kwargs,
     )
     generator = make_generator(cfg, trainer, loaded.tokenizer)
+    graceful = GracefulStop()
     selection = None
     if evaluator.selection is not None:
         selection = CheckpointSelection(
@@ -296,9 +299,10 @@ def build_run(
             on_result=lambda step, result: record.update_summary(
                 eval={**(record.read_summary() or {}).get("eval", {}), "checkpoints": selection.scores}
             ),
+            stopping=lambda: graceful.stopping,
+            abandonable=graceful.abandonable,
         )
         trainer.add_callback(selection)
-    graceful = GracefulStop()
     trainer.add_callback(graceful)
     budget_callback = BudgetCallback(meter, lookahead_steps=args.steps_per_generation * args.num_iterations)
     trainer.add_callback(budget_callback)  # last: it times saves after any selection evaluation at them
@@ -362,10 +366,27 @@ def train_within_budget(run: Run, resume: Resume) -> bool:
             run.trainer.state.global_step = resume.step
         return True
     started = time.monotonic()
-    with run.graceful.armed():
-        run.trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    try:
+        with run.graceful.armed():
+            run.trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    except StepAborted:  # SIGTERM during a step, or any stop signal during a selection evaluation
+        save_last_finished_step(run)
     run.timings["train_wall_s"] = round(time.monotonic() - started, 3)
     return run.graceful.signal is None
+
+
+def save_last_finished_step(run: Run) -> None:
+    """After an abandoned step: the checkpoint of the last finished one, unless it is saved already (the
+    abandoned work's time and tokens are not spent; the next job redoes that step)."""
+    trainer, step = run.trainer, run.trainer.state.global_step
+    run.budget_callback.abandon_step()
+    if step == 0 or run.record.checkpoint(step) in run.record.complete_checkpoints():
+        log.warning("Step %d was saved already; stopping.", step)
+    else:
+        trainer._save_checkpoint(trainer.model, trial=None)
+        trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
+        log.warning("Saved step %d, the last finished one.", step)
+    run.meter.stop_training()
 
 
 def interrupted(run: Run) -> dict:
@@ -376,7 +397,7 @@ def interrupted(run: Run) -> dict:
         finished_at=now_iso(),
         global_step=step,
         budget=run.meter.usage(),
-        timings=run.timings,
+        timings=attempt_timings(run),
     )
     log.warning("Stopped at step %d by %s; relaunching resumes from here.", step, run.graceful.stop_reason)
     return summary
@@ -393,8 +414,8 @@ def finish(run: Run, baseline: dict | None) -> dict:
     save_adapter(run.trainer, run.record.final_dir, run.pissa_initial)
     final = None
     if run.evaluator.benchmarks and run.cfg.eval.final:
-        with run.meter.evaluating("final"):
-            final = run.evaluator.run(run.generator, "final")
+        with run.meter.evaluating("final"):  # a job requeued meanwhile reuses the benchmarks already done
+            final = run.evaluator.run(run.generator, "final", weights=weights_label(run.record, selected_step))
     results = {"baseline": baseline, "final": final}
     summary = run.record.update_summary(
         status="completed",
@@ -409,12 +430,28 @@ def finish(run: Run, baseline: dict | None) -> dict:
             "selected_step": selected_step,
         },
         metrics=flat_metrics(results),
-        timings={**run.timings, **run.budget_callback.timings()},
+        timings=attempt_timings(run),
         trainer_totals=run.metrics_callback.train_summary,
     )
     summary = write_verdict(run.record, summary)
     print(f"Run folder: {run.record.dir}")
     return summary
+
+
+def attempt_timings(run: Run) -> dict:
+    """This attempt's timings; the step and save times of an earlier attempt are kept when this one trained
+    no step (a job that only finishes the evaluation after a requeue)."""
+    timings = {**run.timings, **run.budget_callback.timings()}
+    if not timings.get("steps_timed"):
+        earlier = (run.record.read_summary() or {}).get("timings") or {}
+        timings.update({key: value for key, value in earlier.items() if key not in run.timings})
+    return timings
+
+
+def weights_label(record: RunRecord, step: int) -> str:
+    """What final/ holds: the step, and when its checkpoint was saved (a retrained step is another save)."""
+    marker = record.checkpoint(step) / COMPLETE_MARKER
+    return f"step-{step}@{json.loads(marker.read_text())['at'] if marker.exists() else 'unsaved'}"
 
 
 def _use_budget_progress_bar(trainer) -> None:

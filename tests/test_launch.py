@@ -145,6 +145,44 @@ def test_sigterm_saves_the_step_and_a_relaunch_resumes_outside_slurm(tmp_path, m
     )
 
 
+def test_sigterm_with_a_grace_shorter_than_a_step_keeps_every_finished_step(tmp_path, model_cache):
+    """A preemption whose grace period (here 4 s, then SIGKILL) is shorter than a step (about 10 s: 8 answers
+    of 1,024 tokens): the step in flight is abandoned and the last finished one saved within the grace."""
+    args = [
+        sys.executable,
+        str(ROOT / "launch.py"),
+        "model=tiny",
+        "budget.max_steps=40",
+        "trainer.max_completion_length=1024",
+        "trainer.save_steps=100",
+        "eval=[]",
+        "logger=none",
+    ]
+    env = launch_env(tmp_path / "runs", model_cache, {"OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline, metrics = time.monotonic() + 300, None
+    while time.monotonic() < deadline and (metrics is None or not metrics.read_text().strip()):
+        time.sleep(0.2)
+        metrics = next(iter((tmp_path / "runs").glob("default/*/metrics.jsonl")), None)
+    time.sleep(1)  # into the second step's rollouts
+    process.send_signal(signal.SIGTERM)
+    try:
+        output, _ = process.communicate(timeout=4)
+    except subprocess.TimeoutExpired:  # the grace period is over
+        process.kill()
+        output, _ = process.communicate()
+    run_dir = metrics.parent
+    logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    stopped = json.loads((run_dir / "summary.json").read_text())
+    assert process.returncode == 0, output[-3000:]  # done within the grace, not killed
+    assert stopped["status"] == "interrupted" and "SIGTERM" in stopped["stop_reason"]
+    assert stopped["global_step"] == logged[-1] >= 1 and "abandoning the step in flight" in output
+    marker = json.loads((run_dir / "checkpoints" / f"checkpoint-{logged[-1]}" / "COMPLETE").read_text())
+    assert marker["training_s"] <= stopped["budget"]["training_s"] + 1e-6  # the abandoned work is not spent
+
+
 def test_unreachable_wandb_keeps_the_run_and_names_the_sync_command(launch):
     result = launch(
         *QUICK[:-1],

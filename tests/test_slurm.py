@@ -155,17 +155,28 @@ def test_a_failing_job_is_reported_as_failed_and_retried_on_relaunch(sweep):
 def test_a_run_longer_than_the_partitions_max_time_finishes_across_jobs(sweep):
     """The partition `short` allows 2 minutes per job; the run needs more (start-up + 75 s of training):
     each job asks for the cap, is warned (USR2) 45 s before its limit, saves, requeues itself, and the
-    next job trains what is left of the budget (at most 75 s minus the start-up fit into the first)."""
+    next job trains what is left of the budget (at most 75 s minus the start-up fit into the first).
+    Checkpoint selection is on, and scoring a checkpoint (64 samples of 512 tokens on 20-odd problems) takes
+    longer than those 45 s: a save at the signal must not score, or the job dies at its limit unrequeued."""
     args = (
         "name=capped",
         "hydra.launcher.partition=short",
         "hydra.launcher.max_time_min=2",
         "hydra.launcher.signal_delay_s=45",
         "budget.minutes=1.25",
-        "eval=[]",
+        "data=sums",
+        "eval=[sums_heldout]",
+        "eval.baseline=false",
+        "eval.sampling.n=1",
+        "eval.sampling.k=[1]",
+        "eval.sampling.max_new_tokens=512",
+        "eval.select_on=sums_heldout",
+        "eval.selection.n=64",
+        "eval.selection.max_new_tokens=512",
         "logger=none",
         "trainer.max_completion_length=8",
         "trainer.num_train_epochs=100",
+        "trainer.save_steps=1000",
     )
     plan = sweep(*args, "dry_run=true")
     assert plan.returncode == 0 and "0:02" in plan.stdout, plan.stdout + plan.stderr  # capped at the MaxTime
@@ -182,5 +193,6 @@ def test_a_run_longer_than_the_partitions_max_time_finishes_across_jobs(sweep):
     steps = [json.loads(line)["step"] for line in (Path(done["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, done["global_step"] + 1))  # no step lost or repeated
     assert done["stop_reason"] == "wall_clock"
+    assert done["eval"]["checkpoints"] == {} and "eval/sums_heldout/pass@1" in done["metrics"]  # saves at signals
     low, high = training_bounds(done, steps_below=2)  # a step may be cut short by the job's own end
     assert low - 1 <= done["budget"]["training_s"] <= high  # all of it, once
