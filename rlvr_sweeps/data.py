@@ -125,13 +125,16 @@ def _load_hub_dataset(data_cfg: DictConfig):
             return datasets.load_dataset(kind, data_files=str(local), split=data_cfg.split)
         if local.is_dir():
             return datasets.load_dataset(str(local), name=data_cfg.config_name, split=data_cfg.split)
-        cached = local_snapshot(source, "dataset")
+        revision = data_cfg.get("revision")
+        cached = local_snapshot(source, "dataset", revision)
         if cached is None and not hub_reachable():
             raise UserError(
                 f"Dataset {source!r} (data={data_cfg.name}) is not cached here and the Hugging Face Hub cannot "
                 f"be reached. Offline choices: {OFFLINE_CHOICES}."
             )
-        return datasets.load_dataset(cached or source, name=data_cfg.config_name, split=data_cfg.split)
+        if cached:
+            return datasets.load_dataset(cached, name=data_cfg.config_name, split=data_cfg.split)
+        return datasets.load_dataset(source, name=data_cfg.config_name, split=data_cfg.split, revision=revision)
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - datasets raises many types for a bad path/config/split

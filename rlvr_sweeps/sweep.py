@@ -63,6 +63,10 @@ class PlannedRun:
     """device_hours at the budget's price."""
     measured: bool = False
     """Whether the evaluation estimate uses throughput that earlier runs of the sweep measured."""
+    stop_window_s: float = 0.0
+    """How long before a job's limit its stop signal must come: the slowest step, a save and the hand-over."""
+    stop_window_measured: bool = False
+    """Whether stop_window_s comes from the step and save times of earlier runs (else budget.estimate)."""
 
 
 def slurm_job_alive(job_id: str | None) -> bool:
@@ -111,6 +115,36 @@ def measured_throughput(sweep_dir: str | Path, model_name: str) -> dict[str, Thr
         for name in tokens
         if seconds[name] > 0 and completions[name] > 0
     }
+
+
+HAND_OVER_S = 60  # after the last save: W&B finishes, submitit requeues, the job exits
+
+
+def measured_step_and_save_s(sweep_dir: str | Path, model_name: str) -> tuple[float, float] | None:
+    """The slowest step and the slowest mean checkpoint save that earlier runs of this model measured
+    (summary.json timings), or None before any run trained."""
+    steps, saves = [], []
+    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        timings = summary.get("timings") or {}
+        if (summary.get("model") or {}).get("name") == model_name and timings.get("max_step_s"):
+            steps.append(float(timings["max_step_s"]))
+            saves.append(float(timings.get("mean_checkpoint_save_s") or 0))
+    return (max(steps), max(saves)) if steps else None
+
+
+def stop_window_s(cfg: DictConfig, sweep_dir: str | Path) -> tuple[float, bool]:
+    """Seconds a run needs between a stop signal (USR2 at a time limit) and the end of its job: finish the
+    step in flight, save it, hand over. From the steps and saves earlier runs of the sweep measured, else
+    from budget.estimate (step_s, save_s); True when measured."""
+    measured = measured_step_and_save_s(sweep_dir, str(cfg.model.name))
+    if measured:
+        return measured[0] + measured[1] + HAND_OVER_S, True
+    estimate = cfg.budget.get("estimate") or {}
+    return float(estimate.get("step_s") or 0) + float(estimate.get("save_s") or 0) + HAND_OVER_S, False
 
 
 def estimate_evaluation_s(cfg: DictConfig, measured: dict[str, Throughput] | None = None) -> float:
@@ -168,7 +202,9 @@ def plan_run(
     known = {b.name for b in benchmarks_from_config(cfg.eval)} & set(measured)
     evaluation_h = estimate_evaluation_s(cfg, measured) / 3600.0
     startup_min = float((cfg.budget.get("estimate") or {}).get("startup_minutes") or 0)
-    needed_min = math.ceil(startup_min + 60 * (training_h + evaluation_h))
+    window_s, window_measured = stop_window_s(cfg, Path(run_dir).parent)
+    # the stop window too: a run that needs all its time would otherwise be signalled in its final evaluation
+    needed_min = math.ceil(startup_min + 60 * (training_h + evaluation_h) + window_s / 60)
     job_minutes = min(needed_min, int(max_time_min)) if max_time_min else needed_min
     jobs = math.ceil(needed_min / job_minutes) if job_minutes else 1
     hours = training_h + evaluation_h  # one device per run
@@ -186,6 +222,8 @@ def plan_run(
         hours,
         hours * float(cfg.budget.price_per_hour),
         bool(known),
+        window_s,
+        window_measured,
     )
 
 
@@ -208,8 +246,16 @@ def format_plan(runs: list[PlannedRun]) -> str:
     lines.append(
         "train h = the budget (training only); eval h = baseline, selection and final evaluation, estimated "
         "from budget.estimate (m: from the throughput earlier runs of this sweep measured) and not counted in "
-        "the budget; job time = start-up + both, per SLURM job (h:mm)"
+        "the budget; job time = start-up + both + the stop window, per SLURM job (h:mm)"
     )
+    if todo:
+        window = max(todo, key=lambda r: r.stop_window_s)
+        source = "measured by earlier runs of the sweep" if window.stop_window_measured else "budget.estimate"
+        lines.append(
+            f"stop window: {window.stop_window_s:.0f} s = the slowest step + a save + {HAND_OVER_S} s to hand over "
+            f"({source}); the SLURM launcher signals (USR2) that long before a job's limit unless "
+            f"hydra.launcher.signal_delay_s is set"
+        )
     return "\n".join(lines)
 
 

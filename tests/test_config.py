@@ -15,7 +15,14 @@ from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.evaluation import benchmarks_from_config, selection_benchmark
 from rlvr_sweeps.hardware import Hardware
 from rlvr_sweeps.resolvers import run_id
-from rlvr_sweeps.sweep import Throughput, estimate_evaluation_s, format_plan, measured_throughput, plan_run
+from rlvr_sweeps.sweep import (
+    Throughput,
+    estimate_evaluation_s,
+    format_plan,
+    measured_throughput,
+    plan_run,
+    stop_window_s,
+)
 from rlvr_sweeps.trainer import grpo_config
 
 CONF = ROOT / "conf"
@@ -191,6 +198,20 @@ def test_a_sweeps_second_plan_estimates_evaluation_from_what_its_first_runs_meas
     assert plan.measured and plan.evaluation_hours > 2 * assumed.evaluation_hours  # 6,000 tokens at 1,500/s
     assert plan.evaluation_hours == pytest.approx(estimate_evaluation_s(cfg, measured) / 3600)
     assert "m " in format_plan([plan])
+
+
+def test_the_stop_window_holds_the_slowest_step_a_save_and_the_hand_over(tmp_path):
+    cfg = composed("experiment=study", "lora.rank=8")
+    sweep = tmp_path / "study"
+    assert stop_window_s(cfg, sweep) == (250 + 60 + 60, False)  # budget.estimate until a run measured them
+    (sweep / "lora.rank=64").mkdir(parents=True)
+    timings = {"max_step_s": 412.5, "mean_checkpoint_save_s": 18.0}
+    (sweep / "lora.rank=64" / "summary.json").write_text(
+        json.dumps({"model": {"name": "instruct"}, "timings": timings})
+    )
+    assert stop_window_s(cfg, sweep) == (412.5 + 18.0 + 60, True)
+    plan = plan_run(cfg, sweep / "lora.rank=8", [], max_time_min=1440)
+    assert "stop window: 490 s" in format_plan([plan]) and "measured by earlier runs" in format_plan([plan])
 
 
 def test_unknown_trainer_field_names_the_closest_trl_field(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -95,6 +96,11 @@ def test_a_2x2_sweep_of_single_gpu_jobs_comes_back(sweep):
     }
     assert len({s["slurm_job_id"] for s in runs.values()}) == 4  # one SLURM job each
     assert "4 completed" in done.stdout
+    # the stop signal comes as long before the limit as a step, a save and the hand-over take (budget=smoke's
+    # estimate: 7 + 2 + 60 s), not a guessed five minutes
+    assert "stop window: 69 s" in done.stdout
+    (script,) = {p.read_text() for p in (sweep.runs / "default" / ".submitit").glob("*/*_submission.sh")}
+    assert "#SBATCH --signal=USR2@69" in script
 
     again = sweep("lora.rank=8,64", "trainer.seed=0,1", "budget.max_steps=2", "hydra.launcher.wait=true")
     assert again.returncode == 0 and "0 of 4 runs to go" in again.stdout and "submitted" not in again.stdout
@@ -196,3 +202,41 @@ def test_a_run_longer_than_the_partitions_max_time_finishes_across_jobs(sweep):
     assert done["eval"]["checkpoints"] == {} and "eval/sums_heldout/pass@1" in done["metrics"]  # saves at signals
     low, high = training_bounds(done, steps_below=2)  # a step may be cut short by the job's own end
     assert low - 1 <= done["budget"]["training_s"] <= high  # all of it, once
+
+
+def cached_snapshot(hf_home: Path, kind: str, repo_id: str, rows: list[dict]) -> Path:
+    """A Hub repo as huggingface_hub caches it (refs/main -> snapshots/<commit>/), holding train.jsonl."""
+    folder = hf_home / "hub" / f"{kind}s--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+def test_a_sweep_for_offline_compute_nodes_submits_only_what_its_cache_holds(sweep, tmp_path):
+    """No Hub anywhere (HF_HUB_OFFLINE): with the sweep's Hub datasets in the shared cache the jobs run
+    from it; with one missing, nothing is queued and the message names it and the command that fetches it."""
+    hf_home = tmp_path / "hf"
+    sweep.env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+    sums = [{"problem": f"What is {i} + {i % 3}?", "answer": str(i + i % 3)} for i in range(16)]
+    cached_snapshot(hf_home, "dataset", "knoveleng/open-rs", sums)
+    held_out = [{"problem": f"What is {i} + 5?", "answer": str(i + 5)} for i in range(20, 23)]
+    aime = cached_snapshot(hf_home, "dataset", "HuggingFaceH4/aime_2024", held_out)
+    args = ("data=open_rs", "eval=[aime24]", "budget.max_steps=2", "logger=none", "trainer.max_completion_length=8")
+    done = sweep("name=offline", *args, "hydra.launcher.wait=true")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "all 2 models and datasets of the sweep are in the local cache" in done.stdout
+    (summary,) = summaries(sweep.runs / "offline").values()
+    assert summary["status"] == "completed" and "eval/aime24/pass@1" in summary["metrics"]
+
+    shutil.rmtree(aime)
+    plan = sweep("name=offline_missing", *args, "dry_run=true")
+    assert "would fetch dataset HuggingFaceH4/aime_2024 (eval=aime24; size unknown" in plan.stdout
+    refused = sweep("name=offline_missing", *args)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "Not submitted" in refused.stderr and "HuggingFaceH4/aime_2024 (eval=aime24)" in refused.stderr
+    assert "hf download HuggingFaceH4/aime_2024 --repo-type dataset" in refused.stderr
+    assert "submitted" not in refused.stdout and not (sweep.runs / "offline_missing" / ".submitit").exists()

@@ -16,6 +16,7 @@ where it saved, up to `max_num_timeout` times.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,9 +39,10 @@ class _SweepLauncherMixin:
         self.max_time_min = int(max_time_min) if max_time_min else None
 
     def _plan(self, job_overrides: Sequence[Sequence[str]]):
+        from rlvr_sweeps.hub import required_items
         from rlvr_sweeps.sweep import plan_run
 
-        plans, dry_run = [], False
+        plans, dry_run, hub_items = [], False, []
         cap = self.params.get("timeout_min") or self.max_time_min
         for overrides in job_overrides:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -51,9 +53,11 @@ class _SweepLauncherMixin:
                     config, run_dir, [o for o in filter_overrides(overrides) if not o.startswith("dry_run=")], cap
                 )
             )
+            if plans[-1].action == "run":
+                hub_items += required_items(config)
             dry_run = dry_run or bool(config.dry_run)
         HydraConfig.instance().set_config(self.config)
-        return plans, dry_run
+        return plans, dry_run, hub_items
 
     def _executor(self, plans):
         import submitit
@@ -67,6 +71,8 @@ class _SweepLauncherMixin:
         params = dict(self.params)
         if not params.get("timeout_min"):  # one limit for the job array: the longest job it holds
             params["timeout_min"] = max(p.job_minutes for p in plans if p.action == "run")
+        if "signal_delay_s" in params and params["signal_delay_s"] is None:  # sized from step and save times
+            params["signal_delay_s"] = math.ceil(max(p.stop_window_s for p in plans if p.action == "run"))
         executor.update_parameters(
             **{
                 k if k in base else f"{self._EXECUTOR}_{k}": v
@@ -77,10 +83,12 @@ class _SweepLauncherMixin:
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from rlvr_sweeps.hub import prepare
         from rlvr_sweeps.sweep import format_plan
 
-        plans, dry_run = self._plan(job_overrides)
+        plans, dry_run, hub_items = self._plan(job_overrides)
         print(format_plan(plans), flush=True)
+        prepare(hub_items, dry_run=dry_run, log=lambda line: print(line, flush=True))  # compute nodes: no network
         returns = [
             JobReturn(
                 overrides=list(o), status=JobStatus.COMPLETED, _return_value={"status": p.status, "plan": asdict(p)}
