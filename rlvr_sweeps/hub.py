@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -65,8 +66,14 @@ class HubItem:
         return f"hf download {self.repo_id}{kind}{revision}"
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # "org/name" or "name"
+
+
 def _is_local(path) -> bool:
-    return Path(str(path)).expanduser().exists()
+    """A local file or folder (existing or not: a missing one is the run's error to report), not a Hub id."""
+    text = str(path)
+    data_file = Path(text).suffix in {".jsonl", ".json", ".parquet", ".csv"}
+    return data_file or Path(text).expanduser().exists() or not HUB_ID.match(text)
 
 
 def _model_items(model_cfg) -> list[HubItem]:

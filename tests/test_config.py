@@ -240,3 +240,21 @@ def test_run_id_is_one_readable_bounded_folder_name():
     assert "/" not in run_id("model.path=/data/models/x")
     long = run_id("x=" + "a" * 500)
     assert len(long) <= 200 and long != run_id("x=" + "a" * 499)
+
+
+def test_a_sweep_names_every_hub_model_and_dataset_its_runs_load():
+    from rlvr_sweeps.hub import required_items
+
+    items = required_items(composed("experiment=study", "model=math", "model.revision=v1"))
+    assert [(i.kind, i.repo_id, i.revision, i.needed_by) for i in items] == [
+        ("model", "Qwen/Qwen2.5-Math-1.5B-Instruct", "v1", "model=math"),
+        ("dataset", "knoveleng/open-rs", None, "data=open_rs"),
+        ("dataset", "HuggingFaceH4/MATH-500", None, "eval=math500"),
+        ("dataset", "HuggingFaceH4/aime_2024", None, "eval=aime24"),
+        ("dataset", "yentinglin/aime_2025", None, "eval=aime25"),
+        ("dataset", "math-ai/amc23", None, "eval=amc23"),
+    ]
+    assert items[0].fetch_command() == "hf download Qwen/Qwen2.5-Math-1.5B-Instruct --revision v1"
+    local = required_items(composed("experiment=study", "data.path=/shared/open-rs.jsonl", "eval=[aime24]"))
+    assert [i.repo_id for i in local] == ["Qwen/Qwen2.5-1.5B-Instruct", "HuggingFaceH4/aime_2024"]
+    assert required_items(composed("model=smollm2_math")) == []  # packaged, procedural: nothing to fetch
