@@ -170,9 +170,10 @@ class BudgetMeter:
 class BudgetCallback(TrainerCallback):
     """Runs the training clock, stops training before the budget runs out, saves, and says why it stopped."""
 
-    def __init__(self, meter: BudgetMeter, lookahead_steps: int = 3):
+    def __init__(self, meter: BudgetMeter, lookahead_steps: int = 3, earlier_save_s: float | None = None):
         self.meter = meter
         self.lookahead_steps = max(1, lookahead_steps)  # a generation step recurs every this many steps
+        self.earlier_save_s = earlier_save_s  # the slowest save of the attempts this one continues
         self.stop_reason: str | None = None
         self.step_seconds: list[float] = []
         self.save_seconds: list[float] = []
@@ -186,8 +187,9 @@ class BudgetCallback(TrainerCallback):
         return max(recent) if recent else 0.0
 
     def predicted_save_s(self) -> float:
-        """A stop always ends with a checkpoint save: the slowest one so far (0 before the first)."""
-        return max(self.save_seconds) if self.save_seconds else 0.0
+        """A stop always ends with a checkpoint save: the slowest one so far, earlier attempts of the run
+        included (a requeued job may reach its budget before it saves once); 0 before the first."""
+        return max([*self.save_seconds, self.earlier_save_s or 0.0])
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.meter.start_training()
@@ -241,6 +243,7 @@ class BudgetCallback(TrainerCallback):
             "mean_checkpoint_save_s": round(sum(self.save_seconds) / len(self.save_seconds), 3)
             if self.save_seconds
             else None,
+            "max_checkpoint_save_s": round(self.predicted_save_s(), 3) or None,  # earlier attempts included
         }
 
 

@@ -16,7 +16,7 @@ from .adapters import lora_config
 from .data import check_local_path
 from .errors import UserError
 from .evaluation import benchmarks_from_config
-from .hardware import Hardware
+from .hardware import Hardware, cuda_diagnosis
 from .rewards import check_reward_names
 from .trainer import grpo_config
 
@@ -127,7 +127,7 @@ def _refuse_gpu_only_settings(cfg: DictConfig) -> None:
         needs_gpu.append("generation=vllm without a CPU build of vLLM (use generation=hf)")
     if needs_gpu:
         raise UserError(
-            "This machine has no CUDA GPU, but the config asks for one:\n  - "
+            f"CUDA is not usable here ({cuda_diagnosis()}), but the config asks for a GPU:\n  - "
             + "\n  - ".join(needs_gpu)
             + "\nRun on a GPU node (e.g. hydra/launcher=slurm_a40) or change the settings named above."
         )

@@ -29,7 +29,9 @@ from .data import build_train_dataset
 from .errors import UserError
 from .evaluation import CheckpointSelection, Evaluator, flat_metrics
 from .generators import make_generator
+from .guards import RolloutGuard, check_prompt_ids
 from .hardware import detect_hardware, planned_hardware, resolve_dtype, use_allocated_cpus
+from .memory import check_gpu_memory, use_expandable_segments
 from .models import eos_token_ids, load_model, model_folder
 from .preemption import GracefulStop, StepAborted
 from .rewards import build_reward_functions, make_verifier
@@ -57,6 +59,7 @@ warnings.filterwarnings("ignore", message=".*(is_)?gradient_checkpointing.* is d
 
 
 def train(cfg: DictConfig) -> dict:
+    use_expandable_segments()  # before CUDA allocates anything
     identity = run_identity()
     record = RunRecord(identity.run_dir)
     hardware = detect_hardware()
@@ -137,6 +140,8 @@ def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> None:
     """check_config; a refused run of a sweep is recorded as failed (with the fix) where its folder is."""
     try:
         check_config(cfg, hardware, plan_only=bool(cfg.dry_run))
+        if hardware.has_cuda and cfg.guards.memory and not cfg.dry_run:
+            check_gpu_memory(cfg)  # before loading: a run that cannot fit stops now, not hours in
     except UserError as err:
         if not cfg.dry_run:
             record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
@@ -283,6 +288,7 @@ def build_run(
         chat_template_kwargs=args.chat_template_kwargs,
     )
     generator = make_generator(cfg, trainer, loaded.tokenizer)
+    add_guards(cfg.guards, trainer, evaluator, dataset[0])
     graceful = GracefulStop()
     selection = None
     if evaluator.selection is not None:
@@ -304,7 +310,11 @@ def build_run(
         )
         trainer.add_callback(selection)
     trainer.add_callback(graceful)
-    budget_callback = BudgetCallback(meter, lookahead_steps=args.steps_per_generation * args.num_iterations)
+    budget_callback = BudgetCallback(
+        meter,
+        lookahead_steps=args.steps_per_generation * args.num_iterations,
+        earlier_save_s=resume.earlier("timings", "max_checkpoint_save_s"),
+    )
     trainer.add_callback(budget_callback)  # last: it times saves after any selection evaluation at them
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     record.update_summary(
@@ -436,6 +446,22 @@ def finish(run: Run, baseline: dict | None) -> dict:
     summary = write_verdict(run.record, summary)
     print(f"Run folder: {run.record.dir}")
     return summary
+
+
+def add_guards(guards: DictConfig, trainer: RLVRTrainer, evaluator: Evaluator, first_problem: dict) -> None:
+    """The checks of rlvr_sweeps.guards: the prompt ids now, the rollouts' log-probabilities at every step."""
+    if guards.prompt_ids:
+        prompt = first_problem["prompt"]
+        train_ids = trainer._tokenize_prompts([prompt])[0][0]  # TRL's own tokenization of rollout prompts
+        check_prompt_ids(trainer.processing_class, prompt, train_ids, evaluator.prompt_ids([first_problem])[0])
+    if trainer.use_vllm:
+        trainer.add_callback(
+            RolloutGuard(
+                float(guards.max_logp_gap) if guards.weight_sync else None,
+                after_steps=int(guards.logp_gap_after_steps),
+                is_mask_warn_share=guards.is_mask_warn_share,
+            )
+        )
 
 
 def attempt_timings(run: Run) -> dict:

@@ -14,6 +14,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from .adapters import effective_learning_rate
 from .errors import UserError
+from .guards import IS_MASKED_SHARE, masked_share
 from .hardware import Hardware
 from .lora_merge import merged_lora
 
@@ -81,6 +82,14 @@ class RLVRTrainer(GRPOTrainer):
             return super()._generate_single_turn(*args, **kwargs)
         with merged_lora(self.accelerator.unwrap_model(self.model)):
             return super()._generate_single_turn(*args, **kwargs)
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.use_vllm:  # the share of sequences TRL's importance-sampling mask drops (guards.is_mask_warn_share)
+            share = masked_share(output.get("importance_sampling_ratio"), self.vllm_importance_sampling_mode)
+            if share is not None:
+                self._metrics["train" if self.model.training else "eval"][IS_MASKED_SHARE].append(share)
+        return output
 
     def _generate(self, prompts: list):
         output = super()._generate(prompts)

@@ -21,11 +21,11 @@ class Clock:
         return self.now
 
 
-def make(seconds=100.0, max_steps=None, max_tokens=None, spent=0.0, lookahead=1):
+def make(seconds=100.0, max_steps=None, max_tokens=None, spent=0.0, lookahead=1, earlier_save_s=None):
     clock = Clock()
     budget = Budget("t", "cpu", seconds, max_steps, max_tokens, price_per_hour=2.0)
     meter = BudgetMeter(budget, Hardware("cpu", "cpu", 4), training_s=spent, clock=clock)
-    callback = BudgetCallback(meter, lookahead_steps=lookahead)
+    callback = BudgetCallback(meter, lookahead_steps=lookahead, earlier_save_s=earlier_save_s)
     callback.on_train_begin(None, None, None)
     return clock, meter, callback
 
@@ -74,6 +74,15 @@ def test_the_closing_save_is_part_of_the_prediction():
     # after step 6 (75 s) a step and a save fit exactly (100 s); after step 7 (85 s) they would not
     assert stops == [False, False, False, False, True]
     assert meter.training_s + callback.predicted_save_s() <= 100
+
+
+def test_a_resumed_attempt_leaves_room_for_a_save_measured_by_an_earlier_one():
+    # a requeued job resumes at 60 s; its first save will be the closing one, 5 s like the last job's
+    clock, meter, callback = make(seconds=100, spent=60.0, earlier_save_s=5.0)
+    stops = [step(clock, callback, 10.0, i).should_training_stop for i in range(1, 4)]
+    # at 80 s a step and a save end at 95 s; at 90 s they would end at 105 s (without the earlier save: 100 s)
+    assert stops == [False, False, True]
+    assert callback.timings()["max_checkpoint_save_s"] == 5.0
 
 
 def test_slowest_step_of_the_last_generation_cycle_is_the_prediction():

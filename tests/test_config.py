@@ -258,3 +258,22 @@ def test_a_sweep_names_every_hub_model_and_dataset_its_runs_load():
     local = required_items(composed("experiment=study", "data.path=/shared/open-rs.jsonl", "eval=[aime24]"))
     assert [i.repo_id for i in local] == ["Qwen/Qwen2.5-1.5B-Instruct", "HuggingFaceH4/aime_2024"]
     assert required_items(composed("model=smollm2_math")) == []  # packaged, procedural: nothing to fetch
+
+
+@pytest.mark.parametrize(
+    "torch_cuda,driver,expected",
+    [
+        ("13.0", "", "no NVIDIA driver is visible"),
+        ("13.0", "535.104.05", "runs CUDA 12 at most (CUDA 13 needs R580+): install with constraints/gpu-cuda12.txt"),
+        ("13.0", "550.54.15", "install with constraints/gpu-cuda12.txt"),
+        ("12.8", "535.104.05", "is visible and fits constraints/gpu-cuda12.txt"),
+        ("13.0", "580.65.06", "is visible and fits constraints/gpu.txt"),
+        ("13.0", "470.82.01", "older than R525"),
+        (None, "535.104.05", "a CPU build"),
+    ],
+)
+def test_a_refused_gpu_config_says_what_cuda_it_saw(torch_cuda, driver, expected):
+    from rlvr_sweeps.hardware import cuda_diagnosis
+
+    text = cuda_diagnosis(torch_cuda, driver or "")
+    assert expected in text and "\n" not in text

@@ -16,6 +16,7 @@ from trl import GRPOTrainer
 from conftest import ROOT
 from rlvr_sweeps.data import build_train_dataset, render_prompt
 from rlvr_sweeps.evaluation import Evaluator
+from rlvr_sweeps.guards import RunCheckFailed, check_prompt_ids
 from rlvr_sweeps.models import model_folder
 
 TEMPLATES = Path(trl.__file__).parent / "chat_templates"
@@ -92,3 +93,34 @@ def test_a_template_that_writes_bos_gets_exactly_one(tokenizers):
         render_prompt("What is 2 + 3?", PROMPT, True), add_generation_prompt=True, tokenize=False
     )
     assert tokenizer(text)["input_ids"][:2] == [bos, bos]
+
+
+@pytest.mark.parametrize("name", ["tiny", "smollm2", "qwen2_5", "deepseek_r1_distill"])
+def test_the_prompt_id_guard_passes_what_trl_and_the_evaluation_make(tokenizers, name):
+    tokenizer = tokenizers[name]
+    dataset, _ = build_train_dataset(DATA, PROMPT, tokenizer)
+    first = dataset[0]
+    (training,) = trl_prompt_ids(tokenizer, [first["prompt"]])
+    evaluator = Evaluator(EVAL, PROMPT, tokenizer, verifier=None, out_dir=Path("unused"))
+    check_prompt_ids(tokenizer, first["prompt"], training, evaluator.prompt_ids([first])[0])
+
+
+def test_the_prompt_id_guard_stops_a_second_bos(tokenizers):
+    tokenizer = tokenizers["deepseek_r1_distill"]  # its template writes BOS, and its tokenizer adds one to text
+    prompt = render_prompt("What is 2 + 3?", PROMPT, True)
+    text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    doubled = tokenizer(text)["input_ids"]  # the rendered text tokenized again with special tokens
+    with pytest.raises(RunCheckFailed, match="starts with 2 BOS token.* implies 1"):
+        check_prompt_ids(tokenizer, prompt, doubled, doubled)
+
+
+def test_the_prompt_id_guard_stops_an_evaluation_that_tokenizes_otherwise(tokenizers):
+    tokenizer = tokenizers["qwen2_5"]
+    prompt = render_prompt("What is 2 + 3?", PROMPT, True)
+    (training,) = trl_prompt_ids(tokenizer, [prompt])
+    other = OmegaConf.create({"system": "You are a helpful assistant.", "template": PROMPT.template})
+    (evaluation,) = Evaluator(EVAL, other, tokenizer, verifier=None, out_dir=Path("unused")).prompt_ids(
+        [{"question": "What is 2 + 3?"}]
+    )
+    with pytest.raises(RunCheckFailed, match="Evaluation prompts are not tokenized as training prompts"):
+        check_prompt_ids(tokenizer, prompt, training, evaluation)

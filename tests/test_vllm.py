@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from conftest import evaluate_cli  # noqa: E402
+from conftest import ROOT, evaluate_cli  # noqa: E402
+from rlvr_sweeps.guards import IS_MASKED_SHARE, LOGP_GAP, RolloutGuard, RunCheckFailed  # noqa: E402
 from rlvr_sweeps.hardware import Hardware  # noqa: E402
 
 
@@ -40,6 +41,7 @@ def random_adapter(tiny_folder, tmp_path_factory) -> Path:
     return out
 
 
+GUARDS = OmegaConf.load(ROOT / "conf" / "config.yaml").guards  # the defaults a run gets
 SMALL_HELDOUT = "eval.benchmarks.reasoning_gym_heldout.size=32"  # the engine start is the cost, not the problems
 
 
@@ -69,7 +71,8 @@ def test_vllm_sampling_is_reproducible_with_the_same_seed(tmp_path, model_cache,
     assert samples(first) == samples(second) and first["metrics"] == second["metrics"]
 
 
-def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, tmp_path):
+def colocated_trainer(tiny_folder, tmp_path, max_steps: int = 2, guard=None):
+    """RLVRTrainer on the tiny model with TRL's colocated vLLM engine (CPU), LoRA rank 8, a high learning rate."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -97,7 +100,7 @@ def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, 
                 "lr_scheduler_type": "constant",
             },
             "generation": {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3},
-            "budget": {"max_steps": 2},
+            "budget": {"max_steps": max_steps},
         }
     )
     args = grpo_config(
@@ -120,9 +123,19 @@ def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, 
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(lora),
+        callbacks=[guard] if guard is not None else None,
     )
+    return trainer, tokenizer
+
+
+def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, tmp_path):
+    guard = RolloutGuard(GUARDS.max_logp_gap, after_steps=GUARDS.logp_gap_after_steps)
+    trainer, tokenizer = colocated_trainer(tiny_folder, tmp_path, max_steps=4, guard=guard)
     frozen = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if "lora_" not in name}
-    trainer.train()
+    trainer.train()  # the weight-sync guard watches every step: a healthy sync never trips it
+    gaps = [row[LOGP_GAP] for row in trainer.state.log_history if LOGP_GAP in row]
+    print(f"healthy engine-trainer log-prob gap per step: {[round(g, 5) for g in gaps]}")
+    assert len(gaps) == 4 and max(gaps) < guard.threshold() / 2  # far below what trips the guard
     trainer.vllm_generation.sync_weights()  # what evaluation does before sampling
     after = dict(trainer.model.named_parameters())
     assert all(torch.equal(frozen[name], after[name]) for name in frozen)  # every sync left the base bit-exact
@@ -144,9 +157,22 @@ def test_grpo_with_colocated_vllm_samples_from_the_trained_weights(tiny_folder, 
 
     trained = trainer.model.merge_and_unload()
     to_trained = (vllm_logprobs - hf_logprobs(trained)).abs().max().item()
+    from transformers import AutoModelForCausalLM
+
     to_base = (vllm_logprobs - hf_logprobs(AutoModelForCausalLM.from_pretrained(tiny_folder))).abs().max().item()
     assert to_base > 1.0, "training did not move the weights; the check would prove nothing"
     assert to_trained < to_base / 5, (to_trained, to_base)  # vLLM samples from the trained weights
+
+
+def test_a_weight_sync_that_sends_nothing_stops_the_run_within_a_few_steps(tiny_folder, tmp_path):
+    guard = RolloutGuard(GUARDS.max_logp_gap, after_steps=GUARDS.logp_gap_after_steps)
+    trainer, _ = colocated_trainer(tiny_folder, tmp_path, max_steps=8, guard=guard)
+    trainer.vllm_generation.sync_weights = lambda: None  # the engine keeps the untrained weights
+    with pytest.raises(RunCheckFailed, match="weight sync into the engine is broken"):
+        trainer.train()
+    gaps = [row[LOGP_GAP] for row in trainer.state.log_history if LOGP_GAP in row]
+    print(f"stale engine-trainer log-prob gap per step: {[round(g, 5) for g in gaps]}")
+    assert trainer.state.global_step <= 4  # stopped in its first steps
 
 
 def test_launch_with_vllm_rollouts_trains_and_evaluates(launch):
@@ -161,7 +187,10 @@ def test_launch_with_vllm_rollouts_trains_and_evaluates(launch):
     )
     assert result.returncode == 0, result.output[-4000:]
     summary = result.summary(result.run_dirs()[0])
-    assert summary["status"] == "completed" and summary["global_step"] == 2
+    assert summary["status"] == "completed" and summary["global_step"] == 2  # the guards let a healthy run pass
+    steps = [json.loads(line) for line in (result.run_dirs()[0] / "metrics.jsonl").read_text().splitlines()]
+    assert all(LOGP_GAP in s and 0 <= s[IS_MASKED_SHARE] <= 1 for s in steps)  # what the guards read, recorded
+    assert "importance-sampling mask dropped" not in result.stderr
     assert (
         "eval/reasoning_gym_heldout/pass@1" in summary["metrics"]
         and "baseline/reasoning_gym_heldout/pass@1" in summary["metrics"]
