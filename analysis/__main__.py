@@ -106,15 +106,14 @@ OFFLINE_VIEWS = (
 
 def build_views(args: argparse.Namespace, runs, tables, logged) -> list:
     """The report and workspace asked for, checked against the logged keys (no network); JSON written."""
-    from .report import build_report, build_workspace, local_group, to_json
+    from .report import Views, build_report, build_workspace, local_group, to_json
 
-    group = args.group or local_group(runs)
-    common = dict(target=args.wandb, group=group, title=args.title, benchmarks=args.benchmarks)
+    views = Views(runs, tables, logged, args.wandb, args.group or local_group(runs), args.title, args.benchmarks)
     made = []
     if args.report or args.report_json:
-        made.append((build_report(runs, tables, logged, **common), args.report_json, args.report))
+        made.append((build_report(views), args.report_json, args.report))
     if args.workspace or args.workspace_json:
-        made.append((build_workspace(runs, tables, logged, **common), args.workspace_json, args.workspace))
+        made.append((build_workspace(views), args.workspace_json, args.workspace))
     for view, json_path, _ in made:
         if json_path:
             Path(json_path).write_text(json.dumps(to_json(view), indent=1) + "\n")

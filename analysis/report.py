@@ -198,18 +198,30 @@ def header(runs: pd.DataFrame, group: str, logged: Logged, metrics: list[tuple[s
     )
 
 
-def build_report(
-    runs: pd.DataFrame,
-    tables: list,
-    logged: Logged,
-    *,
-    target: str,
-    group: str,
-    title: str | None = None,
-    benchmarks: list[str] | None = None,
-) -> wr.Report:
+@dataclass(frozen=True)
+class Views:
+    """What the report and the workspace are built from."""
+
+    runs: pd.DataFrame
+    """The sweep's runs (analysis.sources)."""
+    tables: list
+    """The comparison tables, shown as markdown."""
+    logged: Logged
+    """The keys W&B holds for these runs: every panel is checked against them."""
+    target: str
+    """ENTITY/PROJECT."""
+    group: str
+    """The W&B group of the sweep (its name)."""
+    title: str | None = None
+    benchmarks: list[str] | None = None
+    """The benchmarks to show (None: every one logged)."""
+
+
+def build_report(views: Views) -> wr.Report:
     """The sweep's report (no network): checked against the logged keys before it is returned."""
-    entity, project = target.split("/")
+    runs, tables, logged, group, title = views.runs, views.tables, views.logged, views.group, views.title
+    entity, project = views.target.split("/")
+    benchmarks = views.benchmarks
     metrics = pass_metrics(logged, benchmarks)
     check_keys(panels(logged, metrics, True, len(runs)), logged)
     blocks = [wr.MarkdownBlock(header(runs, group, logged, metrics)), wr.TableOfContents()]
@@ -236,19 +248,12 @@ def build_report(
     )
 
 
-def build_workspace(
-    runs: pd.DataFrame,
-    tables: list,
-    logged: Logged,
-    *,
-    target: str,
-    group: str,
-    title: str | None = None,
-    benchmarks: list[str] | None = None,
-) -> ws.Workspace:
+def build_workspace(views: Views) -> ws.Workspace:
     """The sweep's workspace view (no network): the group's runs grouped by init then rank, each rank
     in one color, the report's panels and the tables."""
-    entity, project = target.split("/")
+    runs, tables, logged, group, title = views.runs, views.tables, views.logged, views.group, views.title
+    entity, project = views.target.split("/")
+    benchmarks = views.benchmarks
     metrics = pass_metrics(logged, benchmarks)
     made = panels(logged, metrics, False, len(runs))
     check_keys(made, logged)

@@ -119,7 +119,7 @@ def measure(args, rank: int, rollouts: str) -> dict:
     from hydra import compose, initialize_config_dir
     from transformers import TrainerCallback
 
-    from rlvr_sweeps.adapters import lora_config
+    from rlvr_sweeps.adapters import lora_config, resolve_learning_rate
     from rlvr_sweeps.hardware import detect_hardware, use_allocated_cpus
     from rlvr_sweeps.models import load_model
     from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
@@ -154,7 +154,10 @@ def measure(args, rank: int, rollouts: str) -> dict:
         cfg = compose("config", overrides=overrides)
     loaded = load_model(cfg.model, cfg.paths.cache, hardware)
     config = grpo_config(
-        cfg,
+        cfg.trainer,
+        cfg.generation,
+        learning_rate=resolve_learning_rate(cfg),
+        max_steps=cfg.budget.max_steps,
         output_dir=str(Path(os.environ.get("TMPDIR", "/tmp")) / "rlvr-bench"),
         hardware=hardware,
         run_name="benchmark",

@@ -106,7 +106,7 @@ def resolve_learning_rate(cfg: DictConfig) -> float:
 # --- PiSSA -------------------------------------------------------------------------------------------
 
 
-def pissa_start(cfg: DictConfig, base_folder: str, dtype) -> Path:
+def pissa_start(lora_cfg: DictConfig, model_cfg: DictConfig, base_folder: str, dtype, cache_dir: Path) -> Path:
     """The cached PiSSA start of this model and adapter shape: a model folder holding the residual
     base weights, with the initial adapter in its pissa_initial/ (built once; jobs that need it at
     the same time wait for the one that builds it)."""
@@ -114,14 +114,14 @@ def pissa_start(cfg: DictConfig, base_folder: str, dtype) -> Path:
 
     spec = OmegaConf.create(
         {
-            "name": f"{cfg.model.name}-pissa-r{cfg.lora.rank}",
+            "name": f"{model_cfg.name}-pissa-r{lora_cfg.rank}",
             "base_folder": str(Path(base_folder).resolve()) if Path(base_folder).exists() else base_folder,
-            "base_revision": cfg.model.revision,
+            "base_revision": model_cfg.revision,
             "weights_dtype": str(dtype).removeprefix("torch."),
-            "lora": {k: cfg.lora[k] for k in ("rank", "alpha", "alpha_ratio", "target_modules")},
+            "lora": {k: lora_cfg[k] for k in ("rank", "alpha", "alpha_ratio", "target_modules")},
         }
     )
-    return cached_folder(Path(cfg.paths.cache), spec, lambda s, out: _build_pissa(cfg.lora, s, out))
+    return cached_folder(Path(cache_dir), spec, lambda s, out: _build_pissa(lora_cfg, s, out))
 
 
 def _build_pissa(lora_cfg: DictConfig, spec: DictConfig, out: Path) -> None:

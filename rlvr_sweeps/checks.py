@@ -12,7 +12,7 @@ import tempfile
 
 from omegaconf import DictConfig, open_dict
 
-from .adapters import lora_config
+from .adapters import effective_learning_rate, lora_config
 from .data import check_local_path
 from .errors import UserError
 from .evaluation import benchmarks_from_config
@@ -30,8 +30,11 @@ def check_config(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -
     lora_config(cfg.lora)
     check_reward_names(cfg.reward)
     with tempfile.TemporaryDirectory() as scratch:
-        grpo_config(  # a plan checks the fields and values only: TRL would refuse bf16 on this machine's CPU
-            _without_precision(cfg) if plan_only else cfg,
+        grpo_config(  # a plan checks fields and values only: TRL would refuse bf16 on this machine's CPU
+            _without_precision(cfg.trainer) if plan_only else cfg.trainer,
+            cfg.generation,
+            learning_rate=effective_learning_rate(cfg.lora, cfg.trainer.learning_rate),  # refuses a bad lr_rule
+            max_steps=cfg.budget.max_steps,
             output_dir=scratch,
             hardware=Hardware("cpu", "cpu", 1) if plan_only else hardware,
             run_name="check",
@@ -41,10 +44,10 @@ def check_config(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -
     check_data(cfg.data)
 
 
-def _without_precision(cfg: DictConfig) -> DictConfig:
-    copy = cfg.copy()
+def _without_precision(trainer_cfg: DictConfig) -> DictConfig:
+    copy = trainer_cfg.copy()
     with open_dict(copy):
-        copy.trainer.bf16, copy.trainer.fp16 = False, False
+        copy.bf16, copy.fp16 = False, False
     return copy
 
 

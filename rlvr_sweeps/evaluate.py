@@ -25,7 +25,7 @@ from .evaluation import Evaluator, benchmarks_from_config, flat_metrics
 from .hardware import detect_hardware
 from .models import load_model
 from .rewards import make_verifier
-from .run_record import RunRecord, now_iso, provenance, run_identity, scrub_secrets
+from .run_record import RunRecord, now_iso, provenance, run_identity, saved_config
 from .sampling import resolve_backend
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "No benchmarks to evaluate: choose some, e.g. eval=[reasoning_gym_heldout] or eval=[math500,aime24]."
         )
     adapter = adapter_folder(cfg.adapter)
-    record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
+    record.write_config(saved_config(cfg))
     record.update_summary(
         status="running",
         kind="evaluation",
@@ -85,7 +85,7 @@ def evaluate(cfg: DictConfig) -> dict:
     started = time.monotonic()
     verifier = make_verifier(cfg.reward)
     try:
-        backend = resolve_backend(cfg)
+        backend = resolve_backend(str(cfg.eval.backend), bool(cfg.generation.get("use_vllm")))
         if backend == "vllm":
             from .models import model_folder
             from .vllm_backend import StandaloneVLLMGenerator
@@ -93,7 +93,9 @@ def evaluate(cfg: DictConfig) -> dict:
             refuse_what_vllm_cannot_load(adapter)
             folder = model_folder(cfg.model, Path(cfg.paths.cache))
             tokenizer = _tokenizer(folder)
-            generator = StandaloneVLLMGenerator(cfg, folder, adapter)
+            generator = StandaloneVLLMGenerator(
+                cfg.eval, folder, adapter, trust_remote_code=bool(cfg.model.trust_remote_code)
+            )
         else:
             from .generators import HFGenerator
 

@@ -11,13 +11,13 @@ from .models import eos_token_ids
 from .sampling import Benchmark, Completion, Generator, resolve_backend, sampling_seed
 
 
-def make_generator(cfg, trainer, tokenizer) -> Generator:
+def make_generator(backend: str, trainer, tokenizer, batch_size: int) -> Generator:
     """The evaluation backend of a training run: eval.backend, or auto (vLLM when training uses it)."""
-    if resolve_backend(cfg) == "vllm":
+    if resolve_backend(backend, bool(trainer.use_vllm)) == "vllm":
         from .vllm_backend import TrainerVLLMGenerator
 
         return TrainerVLLMGenerator(trainer)
-    return HFGenerator(trainer.model, tokenizer, cfg.eval.batch_size)
+    return HFGenerator(trainer.model, tokenizer, batch_size)
 
 
 class HFGenerator:

@@ -53,6 +53,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def saved_config(cfg) -> dict:
+    """The run's config as it is saved and logged (config.yaml, W&B, the plan): resolved, secrets redacted."""
+    from omegaconf import OmegaConf
+
+    return scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
+
+
 def scrub_secrets(value, _secrets: tuple[str, ...] | None = None):
     """A copy of a config tree without secrets: values of secret-named keys, and any string
     that contains the value of a secret environment variable, are replaced."""

@@ -61,11 +61,10 @@ def sampling_seed(seed: int, index: int) -> int:
     return int(seed) * 1_000_003 + index
 
 
-def resolve_backend(cfg) -> str:
-    """eval.backend, with `auto` = vLLM when training generates with vLLM, else transformers."""
-    backend = cfg.eval.backend
+def resolve_backend(backend: str, training_uses_vllm: bool) -> str:
+    """eval.backend, with `auto` = vLLM when training generates with vLLM (generation.use_vllm), else transformers."""
     if backend == "auto":
-        backend = "vllm" if cfg.generation.get("use_vllm") else "hf"
+        backend = "vllm" if training_uses_vllm else "hf"
     if backend not in BACKENDS:
         raise UserError(f"eval.backend={backend!r}: use auto, hf or vllm.")
     return backend

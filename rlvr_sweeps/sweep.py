@@ -185,7 +185,9 @@ def estimate_evaluation_s(cfg: DictConfig, measured: dict[str, Throughput] | Non
 def plan_run(
     cfg: DictConfig, run_dir: str | Path, overrides: list[str] | str, max_time_min: int | None = None
 ) -> PlannedRun:
-    """What relaunching this run does (completed runs and runs alive in SLURM are skipped), and its cost."""
+    """What relaunching this run does (completed runs and runs alive in SLURM are skipped), and its cost. A plan
+    is about the whole run, so it takes the root config; it reads budget.minutes, .device, .price_per_hour and
+    .estimate, model.name, trainer.save_steps and eval.* (benchmarks, baseline, final, the selection)."""
     summary = RunRecord(run_dir).read_summary() or {}
     status = summary.get("status", "new")
     action, note = "run", ""

@@ -46,7 +46,7 @@ from .run_record import (
     now_iso,
     provenance,
     run_identity,
-    scrub_secrets,
+    saved_config,
 )
 from .sweep import format_plan, plan_run
 from .tracking import start_tracking
@@ -65,10 +65,10 @@ def train(cfg: DictConfig) -> dict:
     hardware = detect_hardware()
     if cfg.dry_run:  # a plan trains nothing: checked against the budget's device, on any machine
         hardware = planned_hardware(str(cfg.budget.device), hardware)
-    refuse_bad_config(cfg, hardware, record)
-    resolve_learning_rate(cfg)
+    refuse_bad_config(cfg, hardware, record)  # the checks, then lora.effective_learning_rate resolved once
+    config = saved_config(cfg)  # what config.yaml, W&B and the plan show
     if cfg.dry_run:
-        return dry_run(cfg, record, identity)
+        return dry_run(cfg, config, record, identity)
     resume = Resume.read(record)
     if resume.completed:
         log.info(
@@ -83,9 +83,9 @@ def train(cfg: DictConfig) -> dict:
         resume.generated_tokens,
         {phase: resume.earlier("budget", f"{phase}_evaluation_s", 0.0) for phase in EVALUATION_PHASES},
     )
-    start_attempt(cfg, record, identity, resume)
+    start_attempt(cfg, config, record, identity, resume)
     with Attempt(record, meter) as attempt:
-        run = build_run(cfg, record, identity, hardware, meter, resume, attempt)
+        run = build_run(cfg, config, record, identity, hardware, meter, resume, attempt)
         baseline = evaluate_baseline(run, resume)
         if train_within_budget(run, resume):
             return finish(run, baseline)
@@ -96,9 +96,8 @@ def train(cfg: DictConfig) -> dict:
 
 @dataclass
 class Run:
-    """Everything one attempt of a run works with, built by build_run."""
+    """Everything one attempt of a run works with, built by build_run (the eval settings are the evaluator's)."""
 
-    cfg: DictConfig
     record: RunRecord
     meter: BudgetMeter
     trainer: RLVRTrainer
@@ -137,14 +136,16 @@ class Attempt:
 
 
 def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> None:
-    """check_config; a refused run of a sweep is recorded as failed (with the fix) where its folder is."""
+    """check_config, then the learning rate lora.lr_rule gives (written into cfg.lora once); a refused run of a
+    sweep is recorded as failed (with the fix) where its folder is."""
     try:
         check_config(cfg, hardware, plan_only=bool(cfg.dry_run))
         if hardware.has_cuda and cfg.guards.memory and not cfg.dry_run:
             check_gpu_memory(cfg)  # before loading: a run that cannot fit stops now, not hours in
+        resolve_learning_rate(cfg)
     except UserError as err:
         if not cfg.dry_run:
-            record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
+            record.write_config(saved_config(cfg))
             record.update_summary(
                 status="failed",
                 stop_reason="failed",
@@ -158,17 +159,17 @@ def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> None:
         raise
 
 
-def dry_run(cfg: DictConfig, record: RunRecord, identity: RunIdentity) -> dict:
+def dry_run(cfg: DictConfig, config: dict, record: RunRecord, identity: RunIdentity) -> dict:
     """The plan of this run; a multirun prints the plans of all its runs at the end (rlvr_sweeps.sweep)."""
     plan = plan_run(cfg, record.dir, [o for o in identity.overrides if not o.startswith("dry_run=")])
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        print(OmegaConf.to_yaml(scrub_secrets(OmegaConf.to_container(cfg, resolve=True))))
+        print(OmegaConf.to_yaml(config))
         print(format_plan([plan]))
     return {"status": "dry_run", "run_dir": str(record.dir), "plan": asdict(plan)}
 
 
-def start_attempt(cfg: DictConfig, record: RunRecord, identity: RunIdentity, resume: Resume) -> None:
-    record.write_config(scrub_secrets(OmegaConf.to_container(cfg, resolve=True)))
+def start_attempt(cfg: DictConfig, config: dict, record: RunRecord, identity: RunIdentity, resume: Resume) -> None:
+    record.write_config(config)
     dropped = record.drop_metrics_after(resume.step)  # steps after the checkpoint are trained again
     attempts = resume.prior.get("attempts", []) + [
         {"started_at": now_iso(), "resumed_from_step": resume.step, "metrics_dropped": dropped, **provenance()}
@@ -213,6 +214,7 @@ def tags_for(cfg: DictConfig) -> list[str]:
 
 def build_run(
     cfg: DictConfig,
+    config: dict,
     record: RunRecord,
     identity: RunIdentity,
     hardware,
@@ -220,7 +222,6 @@ def build_run(
     resume: Resume,
     attempt: Attempt,
 ) -> Run:
-    config = scrub_secrets(OmegaConf.to_container(cfg, resolve=True))
     tracking = start_tracking(
         cfg.logger,
         str(record.dir),
@@ -240,8 +241,9 @@ def build_run(
     started = time.monotonic()
     start = None  # a PiSSA run's residual base, with the initial adapter beside it
     if variant_of(cfg.lora) == "pissa":
+        cache = Path(cfg.paths.cache)
         start = pissa_start(
-            cfg, model_folder(cfg.model, Path(cfg.paths.cache)), resolve_dtype(cfg.model.dtype, hardware)
+            cfg.lora, cfg.model, model_folder(cfg.model, cache), resolve_dtype(cfg.model.dtype, hardware), cache
         )
     loaded = load_model(cfg.model, cfg.paths.cache, hardware, folder=str(start) if start else None)
     context = min(
@@ -256,7 +258,10 @@ def build_run(
         cfg.reward, verifier, int(cfg.trainer.max_completion_length), eos_token_ids(loaded.model, loaded.tokenizer)
     )
     args = grpo_config(
-        cfg,
+        cfg.trainer,
+        cfg.generation,
+        learning_rate=float(cfg.lora.effective_learning_rate),  # resolved once, at the start of train()
+        max_steps=cfg.budget.max_steps,
         output_dir=str(record.checkpoints_dir),
         hardware=hardware,
         run_name=identity.run_name,
@@ -287,7 +292,7 @@ def build_run(
         model_key=f"{loaded.folder}@{cfg.model.revision}:{cfg.model.dtype}",
         chat_template_kwargs=args.chat_template_kwargs,
     )
-    generator = make_generator(cfg, trainer, loaded.tokenizer)
+    generator = make_generator(str(cfg.eval.backend), trainer, loaded.tokenizer, int(cfg.eval.batch_size))
     add_guards(cfg.guards, trainer, evaluator, dataset[0])
     graceful = GracefulStop()
     selection = None
@@ -337,7 +342,6 @@ def build_run(
         meter.budget.seconds / 60,
     )
     return Run(
-        cfg,
         record,
         meter,
         trainer,
@@ -354,7 +358,7 @@ def build_run(
 
 def evaluate_baseline(run: Run, resume: Resume) -> dict | None:
     """The untrained model's scores (LoRA starts as the identity): the deltas are against them."""
-    if not run.evaluator.benchmarks or not run.cfg.eval.baseline:
+    if not run.evaluator.benchmarks or not run.evaluator.cfg.baseline:
         return None
     earlier = resume.earlier("eval", "baseline")
     if earlier:
@@ -420,10 +424,10 @@ def finish(run: Run, baseline: dict | None) -> dict:
     if run.selection and run.selection.best_step is not None and run.selection.best_step != selected_step:
         selected_step = run.selection.best_step
         load_checkpoint_weights(run.trainer.model, run.record.checkpoint(selected_step))
-        log.info("Evaluating the best checkpoint by %s: step %d", run.cfg.eval.select_on, selected_step)
+        log.info("Evaluating the best checkpoint by %s: step %d", run.evaluator.cfg.select_on, selected_step)
     save_adapter(run.trainer, run.record.final_dir, run.pissa_initial)
     final = None
-    if run.evaluator.benchmarks and run.cfg.eval.final:
+    if run.evaluator.benchmarks and run.evaluator.cfg.final:
         with run.meter.evaluating("final"):  # a job requeued meanwhile reuses the benchmarks already done
             final = run.evaluator.run(run.generator, "final", weights=weights_label(run.record, selected_step))
     results = {"baseline": baseline, "final": final}

@@ -12,7 +12,6 @@ import difflib
 from omegaconf import DictConfig, OmegaConf
 from trl import GRPOConfig, GRPOTrainer
 
-from .adapters import effective_learning_rate
 from .errors import UserError
 from .guards import IS_MASKED_SHARE, masked_share
 from .hardware import Hardware
@@ -30,12 +29,23 @@ OWNED_ELSEWHERE = {
 
 
 def grpo_config(
-    cfg: DictConfig, *, output_dir: str, hardware: Hardware, run_name: str, reward_weights: list[float]
+    trainer_cfg: DictConfig,
+    generation_cfg: DictConfig,
+    *,
+    learning_rate: float,
+    max_steps: int | None,
+    output_dir: str,
+    hardware: Hardware,
+    run_name: str,
+    reward_weights: list[float],
 ) -> GRPOConfig:
+    """TRL's GRPOConfig from the `trainer` and `generation` nodes (TRL's own field names), with what other
+    groups own given as plain values: the optimizer's `learning_rate` (lora.lr_rule applied:
+    adapters.effective_learning_rate) and the budget's `max_steps`."""
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}
     kwargs = {}
-    for group in ("trainer", "generation"):
-        for key, value in OmegaConf.to_container(cfg[group], resolve=True).items():
+    for group, node in (("trainer", trainer_cfg), ("generation", generation_cfg)):
+        for key, value in OmegaConf.to_container(node, resolve=True).items():
             if key in OWNED_ELSEWHERE:
                 raise UserError(f"{group}.{key} is set by {OWNED_ELSEWHERE[key]}, not by {group}.*; remove it.")
             if key not in fields:
@@ -45,11 +55,10 @@ def grpo_config(
             kwargs[key] = value
     if kwargs.get("bf16") is None:
         kwargs["bf16"] = hardware.has_cuda
-    if "lora" in cfg:  # the rate lora.lr_rule gives (trainer.learning_rate where the rule is fixed)
-        kwargs["learning_rate"] = effective_learning_rate(cfg.lora, kwargs.get("learning_rate", 1e-6))
     kwargs.update(
+        learning_rate=float(learning_rate),
         output_dir=output_dir,
-        max_steps=int(cfg.budget.max_steps) if cfg.budget.max_steps else -1,
+        max_steps=int(max_steps) if max_steps else -1,
         reward_weights=reward_weights,
         report_to="none",  # W&B logging goes through the run's own callback (rlvr_sweeps.tracking)
         run_name=run_name,

@@ -132,7 +132,7 @@ class TrainerVLLMGenerator:
 class StandaloneVLLMGenerator:
     """A fresh engine for `python -m rlvr_sweeps.evaluate`; a trained adapter becomes a LoRARequest."""
 
-    def __init__(self, cfg, model_folder: str, adapter: Path | None):
+    def __init__(self, eval_cfg, model_folder: str, adapter: Path | None, trust_remote_code: bool = False):
         import json
 
         from vllm import LLM
@@ -147,10 +147,10 @@ class StandaloneVLLMGenerator:
             enable_chunked_prefill=not cpu,  # on CPU, so that per-prompt seeds work
             enable_lora=adapter is not None,
             max_lora_rank=max(8, rank or 8),
-            max_model_len=int(cfg.eval.vllm_max_model_len) if cfg.eval.get("vllm_max_model_len") else None,
-            gpu_memory_utilization=float(cfg.eval.get("vllm_gpu_memory_utilization", 0.85)),
-            seed=int(cfg.eval.seed),
-            trust_remote_code=bool(cfg.model.trust_remote_code),
+            max_model_len=int(eval_cfg.vllm_max_model_len) if eval_cfg.get("vllm_max_model_len") else None,
+            gpu_memory_utilization=float(eval_cfg.get("vllm_gpu_memory_utilization", 0.85)),
+            seed=int(eval_cfg.seed),
+            trust_remote_code=trust_remote_code,
         )
         self.lora_request = LoRARequest("adapter", 1, str(adapter)) if adapter else None
 

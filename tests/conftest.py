@@ -43,18 +43,30 @@ def pytest_configure(config):
         raise pytest.UsageError("--dist loadgroup does not group tests on pytest 9: pip install 'pytest<9'")
 
 
-def compose_config(*overrides: str):
-    """The resolved config launch.py would run with these overrides (Hydra's own composition)."""
+def compose_run(*overrides: str):
+    """Hydra's composition as launch.py makes it (with the hydra node, HydraConfig set, so that ${hydra:...}
+    resolves), and the task config the run gets: (root, task)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
     import rlvr_sweeps.resolvers  # noqa: F401
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...}, the run folder's name too
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(cfg.hydra.run.dir)
     HydraConfig.instance().set_config(cfg)
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return cfg, OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def compose_config(*overrides: str):
+    """The resolved config launch.py would run with these overrides (Hydra's own composition)."""
+    from omegaconf import OmegaConf
+
+    _, task = compose_run(*overrides)
     OmegaConf.resolve(task)
     return task
 
@@ -86,23 +98,31 @@ def environment(**values: str):
 def train_in_process(runs: Path, cache: Path, *overrides: str) -> dict:
     """`python launch.py <overrides>` in this process: the same composition, run folder and train(); for
     tests that need trained runs rather than launch.py's exit code and messages (no interpreter start-up)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
-
-    import rlvr_sweeps.resolvers  # noqa: F401
     from rlvr_sweeps.train import train
 
     with environment(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(cache), WANDB_SILENT="true"):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...} in the run folder's name
-        run_dir = str(cfg.hydra.run.dir)
-        OmegaConf.set_readonly(cfg.hydra, False)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = run_dir
-        HydraConfig.instance().set_config(cfg)
-        return train(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+        _, task = compose_run(*overrides)
+        return train(task)
+
+
+def grpo_args(cfg, output_dir, hardware=None, reward_weights=(1.0,)):
+    """TRL's GRPOConfig for a composed config, as train() builds it: lora.lr_rule applied once and recorded in
+    cfg.lora.effective_learning_rate (a config without a lora node: trainer.learning_rate)."""
+    from rlvr_sweeps.adapters import resolve_learning_rate
+    from rlvr_sweeps.hardware import Hardware
+    from rlvr_sweeps.trainer import grpo_config
+
+    rate = resolve_learning_rate(cfg) if "lora" in cfg else cfg.trainer.learning_rate
+    return grpo_config(
+        cfg.trainer,
+        cfg.generation,
+        learning_rate=rate,
+        max_steps=cfg.budget.max_steps,
+        output_dir=str(output_dir),
+        hardware=hardware or Hardware("cpu", "cpu", 2),
+        run_name="t",
+        reward_weights=list(reward_weights),
+    )
 
 
 def adapter(rank: int, variant: str = "lora", dropout: float = 0.0):

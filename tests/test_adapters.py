@@ -14,12 +14,11 @@ import torch
 import yaml
 
 from conftest import compose_config as composed
-from conftest import train_in_process
+from conftest import grpo_args, train_in_process
 from rlvr_sweeps.adapters import PISSA_INITIAL, effective_learning_rate, lora_config
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.evaluate import adapter_folder, refuse_what_vllm_cannot_load
 from rlvr_sweeps.hardware import Hardware
-from rlvr_sweeps.trainer import grpo_config
 
 CPU = Hardware("cpu", "cpu", 2)
 
@@ -57,8 +56,9 @@ def test_learning_rate_rules_reach_the_optimizer(rule, rank, expected, tmp_path)
     cfg = composed(
         f"lora.lr_rule={rule}", f"lora.rank={rank}", "trainer.learning_rate=1e-5", "lora.full_ft_learning_rate=2e-6"
     )
-    args = grpo_config(cfg, output_dir=str(tmp_path), hardware=CPU, run_name="t", reward_weights=[1.0])
+    args = grpo_args(cfg, tmp_path, CPU)  # as train(): resolve_learning_rate, then grpo_config
     assert args.learning_rate == pytest.approx(expected, rel=1e-12)
+    assert cfg.lora.effective_learning_rate == args.learning_rate  # recorded once, in the run's config
     assert cfg.trainer.learning_rate == 1e-5  # the value the rule starts from stays as given
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, grpo_args
 from conftest import compose_config as composed
 from rlvr_sweeps.adapters import lora_config
 from rlvr_sweeps.budget import Budget
@@ -23,7 +23,6 @@ from rlvr_sweeps.sweep import (
     plan_run,
     stop_window_s,
 )
-from rlvr_sweeps.trainer import grpo_config
 
 CONF = ROOT / "conf"
 CPU = Hardware("cpu", "cpu", 2)
@@ -41,7 +40,7 @@ def test_every_choice_composes_and_builds(group, choice, tmp_path):
     Budget.from_config(cfg.budget)
     lora = lora_config(cfg.lora)
     assert (lora is None) == (cfg.lora.rank is None)
-    args = grpo_config(cfg, output_dir=str(tmp_path), hardware=CPU, run_name="t", reward_weights=[1.0, 0.1])
+    args = grpo_args(cfg, tmp_path, CPU, reward_weights=[1.0, 0.1])
     assert args.bf16 is False and args.use_cpu is True  # resolved for a CPU machine
     assert args.learning_rate == cfg.trainer.learning_rate  # TRL names pass through unchanged
 
@@ -217,13 +216,13 @@ def test_the_stop_window_holds_the_slowest_step_a_save_and_the_hand_over(tmp_pat
 def test_unknown_trainer_field_names_the_closest_trl_field(tmp_path):
     cfg = composed("+trainer.learning_rte=0.1")
     with pytest.raises(UserError, match="learning_rate"):
-        grpo_config(cfg, output_dir=str(tmp_path), hardware=CPU, run_name="t", reward_weights=[1.0])
+        grpo_args(cfg, tmp_path, CPU)
 
 
 def test_fields_owned_by_other_groups_are_refused(tmp_path):
     cfg = composed("+trainer.max_steps=5")
     with pytest.raises(UserError, match="budget.max_steps"):
-        grpo_config(cfg, output_dir=str(tmp_path), hardware=CPU, run_name="t", reward_weights=[1.0])
+        grpo_args(cfg, tmp_path, CPU)
 
 
 def test_trl_refusals_become_user_errors(tmp_path):
@@ -231,7 +230,7 @@ def test_trl_refusals_become_user_errors(tmp_path):
         "trainer.per_device_train_batch_size=5", "trainer.gradient_accumulation_steps=1", "trainer.num_generations=4"
     )
     with pytest.raises(UserError, match="TRL refused"):
-        grpo_config(cfg, output_dir=str(tmp_path), hardware=CPU, run_name="t", reward_weights=[1.0])
+        grpo_args(cfg, tmp_path, CPU)
 
 
 def test_run_id_is_one_readable_bounded_folder_name():

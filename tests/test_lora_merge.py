@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, adapter
+from conftest import ROOT, adapter, grpo_args
 from rlvr_sweeps.lora_merge import lora_layers, merged_lora
 
 VARIANTS = ["lora", "rslora", "dora", "pissa"]
@@ -97,8 +97,7 @@ def test_grpo_rollouts_run_on_the_merged_adapter(tiny_folder, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlvr_sweeps.adapters import lora_config
-    from rlvr_sweeps.hardware import Hardware
-    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
+    from rlvr_sweeps.trainer import RLVRTrainer
 
     cfg = OmegaConf.create(
         {
@@ -114,9 +113,7 @@ def test_grpo_rollouts_run_on_the_merged_adapter(tiny_folder, tmp_path):
             "budget": {"max_steps": 1},
         }
     )
-    args = grpo_config(
-        cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t", reward_weights=[1.0]
-    )
+    args = grpo_args(cfg, tmp_path)
     lora = OmegaConf.load(ROOT / "conf" / "lora" / "default.yaml")
     seen = {}
     for merge in (True, False):

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from conftest import compose_config
+from conftest import compose_config, grpo_args
 from rlvr_sweeps.adapters import lora_config
-from rlvr_sweeps.hardware import Hardware
-from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
+from rlvr_sweeps.trainer import RLVRTrainer
 
 # The study as composed (trainer=grpo, lora=default), on the tiny model with transformers rollouts and
 # short completions; generation every 2 optimizer steps makes TRL compute the old log-probs, as it
@@ -45,9 +44,7 @@ def study_trainer(tiny_folder, tmp_path, *overrides: str) -> RatioRecorder:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = compose_config(*STUDY, *overrides)
-    args = grpo_config(
-        cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t", reward_weights=[1.0]
-    )
+    args = grpo_args(cfg, tmp_path)
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Add {i} and {i}."}]} for i in range(64)])
     trainer = RatioRecorder(
         model=AutoModelForCausalLM.from_pretrained(tiny_folder),

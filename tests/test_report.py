@@ -19,7 +19,7 @@ from wandb_workspaces import expr
 import rlvr_sweeps.tracking
 from analysis import report
 from analysis.__main__ import main as analysis_main
-from analysis.report import Logged, build_report, build_workspace, local_keys, save
+from analysis.report import Logged, Views, build_report, build_workspace, local_keys, save
 from analysis.sources import load_local
 from analysis.tables import all_tables
 from conftest import ROOT, OfflineWandbApi, OfflineWandbRun
@@ -151,7 +151,7 @@ def test_workspace_groups_by_init_then_rank_with_a_color_per_rank(built, sweep, 
     assert colors["GroupPath('tiny_math', '8')"] != colors["GroupPath('tiny_math', '64')"]
     assert [s["name"] for s in workspace["sections"]] == ["Training curves", "sums_heldout: Pass@k", "Tables"]
     runs, _ = load_local([str(sweep)])
-    view = build_workspace(runs, all_tables(runs, 0.02), local_keys(runs), target=TARGET, group="tiny_sweep")
+    view = build_workspace(Views(runs, all_tables(runs, 0.02), local_keys(runs), TARGET, "tiny_sweep"))
     grouping = view._to_model().spec.section.run_sets[0].grouping  # the wire format, built offline
     assert [(k.section, k.name) for k in grouping] == [("config", "model.value.name"), ("config", "lora.value.rank")]
     tables = [p["markdown"] for p in workspace["sections"][-1]["panels"]]
@@ -169,7 +169,7 @@ def test_a_kl_panel_when_the_runs_logged_kl(sweep):
     runs, _ = load_local([str(sweep)])
     keys = local_keys(runs)
     with_kl = Logged(keys.history | {"train/kl"}, keys.summary)
-    made = build_report(runs, [], with_kl, target=TARGET, group="tiny_sweep")
+    made = build_report(Views(runs, [], with_kl, TARGET, "tiny_sweep"))
     (grid,) = [b for b in made.blocks if isinstance(b, wr.PanelGrid)]
     assert [p.y for p in grid.panels if isinstance(p, wr.LinePlot)][-1] == ["train/kl"]
 
@@ -183,10 +183,10 @@ def test_a_key_no_run_logged_stops_before_any_network(sweep, tmp_path, monkeypat
     assert "eval/aime24/pass@1" in error and "eval/sums_heldout/pass@1" in error and "\n" not in error
     runs, _ = load_local([str(sweep)])
     with pytest.raises(UserError, match="summary key eval/aime24/pass@1, which no run of the sweep logged"):
-        build_workspace(runs, [], local_keys(runs), target=TARGET, group="tiny_sweep", benchmarks=["aime24"])
+        build_workspace(Views(runs, [], local_keys(runs), TARGET, "tiny_sweep", benchmarks=["aime24"]))
     history_only = Logged(local_keys(runs).history - {"train/completions/mean_length"}, local_keys(runs).summary)
     with pytest.raises(UserError, match="history key train/completions/mean_length.*train/reward"):
-        build_report(runs, [], history_only, target=TARGET, group="tiny_sweep")
+        build_report(Views(runs, [], history_only, TARGET, "tiny_sweep"))
     assert calls == []
 
 
@@ -237,13 +237,13 @@ def test_saving_updates_the_report_or_view_of_the_same_title(sweep, tmp_path, mo
     monkeypatch.setattr(wr.Report, "url", property(lambda self: f"https://w/{self.id}"))
     monkeypatch.setattr(ws.Workspace, "save", lambda self: saved.append(self._internal_id))
     monkeypatch.setattr(ws.Workspace, "url", property(lambda self: f"https://w/{self._internal_name}"))
-    made = build_report(runs, [], logged, target=TARGET, group="tiny_sweep")
+    made = build_report(Views(runs, [], logged, TARGET, "tiny_sweep"))
     assert save(made, tmp_path, ViewsApi(made.title)) == "https://w/saved-report" and saved == ["saved-report"]
-    fresh = build_report(runs, [], logged, target=TARGET, group="tiny_sweep", title="a new title")
+    fresh = build_report(Views(runs, [], logged, TARGET, "tiny_sweep", title="a new title"))
     assert save(fresh, tmp_path, ViewsApi("no such title")) == "https://w/" and saved[-1] == ""
     names = []
     for _ in range(2):  # the same title: the same view name, and the saved view's id
-        view = build_workspace(runs, [], logged, target=TARGET, group="tiny_sweep")
+        view = build_workspace(Views(runs, [], logged, TARGET, "tiny_sweep"))
         api = ViewsApi(view.name)
         names.append(save(view, tmp_path, api))
         assert saved[-1] == "saved-view" and api.queries[0]["viewName"] == view._internal_name

@@ -22,6 +22,7 @@ from analysis.__main__ import main as analysis_main
 from analysis.comparisons import EVAL_NOISE
 from analysis.render import GAP
 from analysis.tables import all_tables
+from conftest import OfflineWandbApi, OfflineWandbRun
 from rlvr_sweeps.significance import (
     Interval,
     evaluation_variance,
@@ -369,35 +370,39 @@ def test_damaged_run_folders_are_named_and_left_out(seeded_sweep, tmp_path, caps
     assert pd.read_csv(out / "b_pass1.csv", index_col="init").loc["tiny", "r=64"] == f"{GAP} (damaged)"
 
 
-class WandbRun:
-    """The parts of a wandb public-API run that analysis.sources.load_wandb reads."""
+def logged_run(folder: Path, rank: int, final: dict[str, list[bool]], seed: int = 0) -> OfflineWandbRun:
+    """A real offline W&B run holding what a finished run of this arm logs (its summary keys, as
+    RunRecord/Evaluator write them), read back as the public API would give it."""
+    import wandb
 
-    def __init__(self, rank: int, final: dict[str, list[bool]], seed: int = 0):
-        self.name, self.config = f"rank{rank}-{seed}", {"model": {"name": "tiny"}, "trainer": {"seed": seed}}
-        self.summary = {
+    folder.mkdir(exist_ok=True)
+    run = wandb.init(
+        mode="offline",
+        dir=folder,
+        name=f"rank{rank}-{seed}",
+        group="seeded",
+        tags=["tiny", str(rank)],  # as tracking.tags_for
+        config={"model": {"name": "tiny"}, "trainer": {"seed": seed}},
+        settings=wandb.Settings(silent=True),
+    )
+    run.summary.update(
+        {
             "status": "completed",
             "lora/rank": rank,
             "eval/b/pass@1": pass1(final),
             "baseline/b/pass@1": pass1(BASELINE),
             "baseline/b/se_pass@1": math.sqrt(evaluation_variance(BASELINE)),  # as the Evaluator logs it
         }
-
-    def scan_history(self, keys):
-        return []
-
-
-class WandbApi:
-    def __init__(self, runs):
-        self.found = runs
-
-    def runs(self, path, filters=None):
-        return self.found
+    )
+    run.finish()
+    return OfflineWandbRun(Path(run.dir).parent)
 
 
 def test_the_wandb_source_gives_the_seed_level_verdicts_without_the_evaluation_noise(tmp_path, capsys):
-    api = WandbApi(
-        [WandbRun(8, final, seed) for seed, final in enumerate(R8_SEEDS)]
-        + [WandbRun(64, final, seed) for seed, final in enumerate(R64_SEEDS)]
+    logged = tmp_path / "wandb-runs"
+    api = OfflineWandbApi(
+        [logged_run(logged, 8, final, seed) for seed, final in enumerate(R8_SEEDS)]
+        + [logged_run(logged, 64, final, seed) for seed, final in enumerate(R64_SEEDS)]
     )
     out = tmp_path / "out"
     assert analysis_main(["--wandb", "me/rlvr-sweeps", "--out", str(out)], api=api) == 0

@@ -17,9 +17,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from conftest import ROOT, evaluate_cli  # noqa: E402
+from conftest import ROOT, evaluate_cli, grpo_args  # noqa: E402
 from rlvr_sweeps.guards import IS_MASKED_SHARE, LOGP_GAP, RolloutGuard, RunCheckFailed  # noqa: E402
-from rlvr_sweeps.hardware import Hardware  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +77,7 @@ def colocated_trainer(tiny_folder, tmp_path, max_steps: int = 2, guard=None):
 
     from rlvr_sweeps.adapters import lora_config
     from rlvr_sweeps.rewards import completion_text
-    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
+    from rlvr_sweeps.trainer import RLVRTrainer
 
     def length_reward(completions, **kwargs):  # any reward that differs between completions moves the weights
         return [len(completion_text(c)) / 100 for c in completions]
@@ -103,9 +102,7 @@ def colocated_trainer(tiny_folder, tmp_path, max_steps: int = 2, guard=None):
             "budget": {"max_steps": max_steps},
         }
     )
-    args = grpo_config(
-        cfg, output_dir=str(tmp_path), hardware=Hardware("cpu", "cpu", 2), run_name="t", reward_weights=[1.0]
-    )
+    args = grpo_args(cfg, tmp_path)
     lora = OmegaConf.create(
         {
             "rank": 8,
