@@ -167,6 +167,9 @@ class BudgetMeter:
         }
 
 
+RECENT_STEPS = 4
+
+
 class BudgetCallback(TrainerCallback):
     """Runs the training clock, stops training before the budget runs out, saves, and says why it stopped."""
 
@@ -181,9 +184,10 @@ class BudgetCallback(TrainerCallback):
         self.last_step_end = (0.0, 0)  # training seconds and generated tokens when the last step ended
 
     def predicted_step_s(self) -> float:
-        """The slowest of the last generation cycle's steps; the first (warm-up) step only until others exist."""
+        """The slowest of the last generation cycle's steps (at least the last RECENT_STEPS: on a shared
+        machine one step can run slower than the one before); the first (warm-up) step only until others exist."""
         timed = self.step_seconds[1:] or self.step_seconds
-        recent = timed[-self.lookahead_steps :]
+        recent = timed[-max(self.lookahead_steps, RECENT_STEPS) :]
         return max(recent) if recent else 0.0
 
     def predicted_save_s(self) -> float:
@@ -215,6 +219,8 @@ class BudgetCallback(TrainerCallback):
         self.save_seconds.append(now - self._mark)
         self._mark = now
         self.last_step_end = (now, self.meter.generated_tokens)  # the save is part of the step it keeps
+        if control.should_training_stop:  # the closing save: training ends here, not when the trainer's
+            self.meter.stop_training()  # own wrap-up (final logs, callbacks, checkpoint rotation) is done
 
     def abandon_step(self) -> None:
         """The step in flight was abandoned (SIGTERM): its time and tokens are not spent, it is redone."""

@@ -138,12 +138,13 @@ def adapter(rank: int, variant: str = "lora", dropout: float = 0.0):
 
 def training_bounds(summary: dict, steps_below: float = 1.0) -> tuple[float, float]:
     """The training seconds a run stopped by its budget may have used: at least its limit minus
-    `steps_below` of its slowest steps and a save, at most its limit plus a quarter step. The stop is
-    predicted from measured step and save times, and on a shared machine the last step can run a little
-    slower than any before it (the prediction rule itself is unit-tested in test_budget)."""
+    `steps_below` of its slowest steps and a save, at most its limit plus half a step. The stop is
+    predicted from measured step and save times, and on a shared machine (CI runs three test stages on
+    two cores) the last step and save can run slower than any before them (the prediction rule itself is
+    unit-tested in test_budget)."""
     limit, timings = summary["budget"]["limit_s"], summary["timings"]
     save = timings["mean_checkpoint_save_s"] or 0
-    return limit - steps_below * (timings["max_step_s"] + save), limit + 0.25 * timings["max_step_s"]
+    return limit - steps_below * (timings["max_step_s"] + save), limit + 0.5 * timings["max_step_s"]
 
 
 def launch_env(runs: Path, cache: Path, extra: dict | None = None) -> dict:

@@ -39,7 +39,7 @@ def step(clock, callback, seconds, global_step):
 
 def save(clock, callback, seconds):
     clock.now += seconds
-    callback.on_save(None, None, None)
+    callback.on_save(None, None, TrainerControl())
 
 
 def test_a_slow_first_step_is_the_prediction_only_until_others_are_timed():
@@ -83,6 +83,16 @@ def test_a_resumed_attempt_leaves_room_for_a_save_measured_by_an_earlier_one():
     # at 80 s a step and a save end at 95 s; at 90 s they would end at 105 s (without the earlier save: 100 s)
     assert stops == [False, False, True]
     assert callback.timings()["max_checkpoint_save_s"] == 5.0
+
+
+def test_the_closing_save_ends_the_training_clock():
+    clock, meter, callback = make(seconds=100)
+    step(clock, callback, 10.0, 1)
+    control = TrainerControl(should_training_stop=True)  # a stop: the trainer saves, then wraps up
+    clock.now += 2.0
+    callback.on_save(None, None, control)
+    clock.now += 5.0  # the trainer's own wrap-up after the last save is not training
+    assert meter.training_s == 12.0
 
 
 def test_slowest_step_of_the_last_generation_cycle_is_the_prediction():

@@ -102,6 +102,7 @@ def test_grpo_rollouts_run_on_the_merged_adapter(tiny_folder, tmp_path):
     cfg = OmegaConf.create(
         {
             "trainer": {
+                "learning_rate": 1e-6,
                 "num_generations": 4,
                 "per_device_train_batch_size": 4,
                 "max_completion_length": 8,
