@@ -435,9 +435,7 @@ class CheckpointSelection(TrainerCallback):
         if self.stopping():  # the job has seconds left to hand over: this checkpoint is not a candidate
             log.info("Checkpoint %d saved at a stop signal: not scored, not a selection candidate.", state.global_step)
             return
-        self.score(state.global_step)
-
-    def score(self, step: int) -> None:
+        step = state.global_step
         with self.abandonable(), self.meter.evaluating("selection"):
             results = self.evaluator.run(
                 self.generator, f"step-{step:06d}", [self.benchmark], seed=self.evaluator.selection_seed

@@ -91,17 +91,24 @@ class Throughput:
     evaluations: int
 
 
-def measured_throughput(sweep_dir: str | Path, model_name: str) -> dict[str, Throughput]:
-    """Per benchmark, the throughput the sweep's earlier runs of this model measured (their baseline and
-    final evaluations, pooled: total tokens over total seconds); empty before any run evaluated."""
-    tokens, seconds, completions, counts = {}, {}, {}, {}
+def model_summaries(sweep_dir: str | Path, model_name: str) -> list[dict]:
+    """The summaries of a sweep's runs of this model that can be read (what earlier runs measured)."""
+    found = []
     for path in sorted(Path(sweep_dir).glob("*/summary.json")):
         try:
             summary = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if (summary.get("model") or {}).get("name") != model_name:
-            continue
+        if (summary.get("model") or {}).get("name") == model_name:
+            found.append(summary)
+    return found
+
+
+def measured_throughput(sweep_dir: str | Path, model_name: str) -> dict[str, Throughput]:
+    """Per benchmark, the throughput the sweep's earlier runs of this model measured (their baseline and
+    final evaluations, pooled: total tokens over total seconds); empty before any run evaluated."""
+    tokens, seconds, completions, counts = {}, {}, {}, {}
+    for summary in model_summaries(sweep_dir, model_name):
         for phase in ("baseline", "final"):
             for name, metrics in ((summary.get("eval") or {}).get(phase) or {}).items():
                 if not isinstance(metrics, dict) or not metrics.get("tokens_per_s") or metrics.get("cached"):
@@ -124,13 +131,9 @@ def measured_step_and_save_s(sweep_dir: str | Path, model_name: str) -> tuple[fl
     """The slowest step and the slowest mean checkpoint save that earlier runs of this model measured
     (summary.json timings), or None before any run trained."""
     steps, saves = [], []
-    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
-        try:
-            summary = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
+    for summary in model_summaries(sweep_dir, model_name):
         timings = summary.get("timings") or {}
-        if (summary.get("model") or {}).get("name") == model_name and timings.get("max_step_s"):
+        if timings.get("max_step_s"):
             steps.append(float(timings["max_step_s"]))
             saves.append(float(timings.get("mean_checkpoint_save_s") or 0))
     return (max(steps), max(saves)) if steps else None
