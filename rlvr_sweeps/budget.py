@@ -173,10 +173,17 @@ RECENT_STEPS = 4
 class BudgetCallback(TrainerCallback):
     """Runs the training clock, stops training before the budget runs out, saves, and says why it stopped."""
 
-    def __init__(self, meter: BudgetMeter, lookahead_steps: int = 3, earlier_save_s: float | None = None):
+    def __init__(
+        self,
+        meter: BudgetMeter,
+        lookahead_steps: int = 3,
+        earlier_save_s: float | None = None,
+        earlier_step_s: float | None = None,
+    ):
         self.meter = meter
         self.lookahead_steps = max(1, lookahead_steps)  # a generation step recurs every this many steps
         self.earlier_save_s = earlier_save_s  # the slowest save of the attempts this one continues
+        self.earlier_step_s = earlier_step_s  # and their slowest step (a resumed job's first step warms up too)
         self.stop_reason: str | None = None
         self.step_seconds: list[float] = []
         self.save_seconds: list[float] = []
@@ -194,6 +201,13 @@ class BudgetCallback(TrainerCallback):
         """A stop always ends with a checkpoint save: the slowest one so far, earlier attempts of the run
         included (a requeued job may reach its budget before it saves once); 0 before the first."""
         return max([*self.save_seconds, self.earlier_save_s or 0.0])
+
+    def room_for_a_step(self) -> bool:
+        """Whether one more step and the closing save fit what is left of the budget; before this attempt has
+        timed a step, from the slowest step earlier attempts measured (a job requeued just short of the
+        budget must not start a step it cannot finish within it)."""
+        step = self.predicted_step_s() if self.step_seconds else (self.earlier_step_s or 0.0)
+        return self.meter.training_s + step + self.predicted_save_s() <= self.meter.budget.seconds
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.meter.start_training()

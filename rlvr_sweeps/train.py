@@ -319,6 +319,7 @@ def build_run(
         meter,
         lookahead_steps=args.steps_per_generation * args.num_iterations,
         earlier_save_s=resume.earlier("timings", "max_checkpoint_save_s"),
+        earlier_step_s=resume.earlier("timings", "max_step_s"),
     )
     trainer.add_callback(budget_callback)  # last: it times saves after any selection evaluation at them
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
@@ -372,7 +373,7 @@ def evaluate_baseline(run: Run, resume: Resume) -> dict | None:
 def train_within_budget(run: Run, resume: Resume) -> bool:
     """Train until the budget (or a step / token / epoch limit) ends it; False when a stop signal
     (preemption, time limit) ended it first, after saving the last step."""
-    if run.meter.training_left_s <= 0:  # requeued after training had ended, e.g. during the final evaluation
+    if not run.budget_callback.room_for_a_step():  # requeued at (or a step short of) the budget's end
         run.budget_callback.stop_reason = WALL_CLOCK
         log.warning("No training time left in the budget (%.0f s spent); finishing.", run.meter.training_s)
         if resume.checkpoint:

@@ -21,11 +21,15 @@ class Clock:
         return self.now
 
 
-def make(seconds=100.0, max_steps=None, max_tokens=None, spent=0.0, lookahead=1, earlier_save_s=None):
+def make(
+    seconds=100.0, max_steps=None, max_tokens=None, spent=0.0, lookahead=1, earlier_save_s=None, earlier_step_s=None
+):
     clock = Clock()
     budget = Budget("t", "cpu", seconds, max_steps, max_tokens, price_per_hour=2.0)
     meter = BudgetMeter(budget, Hardware("cpu", "cpu", 4), training_s=spent, clock=clock)
-    callback = BudgetCallback(meter, lookahead_steps=lookahead, earlier_save_s=earlier_save_s)
+    callback = BudgetCallback(
+        meter, lookahead_steps=lookahead, earlier_save_s=earlier_save_s, earlier_step_s=earlier_step_s
+    )
     callback.on_train_begin(None, None, None)
     return clock, meter, callback
 
@@ -83,6 +87,15 @@ def test_a_resumed_attempt_leaves_room_for_a_save_measured_by_an_earlier_one():
     # at 80 s a step and a save end at 95 s; at 90 s they would end at 105 s (without the earlier save: 100 s)
     assert stops == [False, False, True]
     assert callback.timings()["max_checkpoint_save_s"] == 5.0
+
+
+def test_a_job_requeued_a_step_short_of_the_budget_starts_no_step():
+    # the last job stopped at 99 s of 100 (its time limit); its steps took up to 2 s and a save 0.5 s
+    clock, meter, callback = make(seconds=100, spent=99.0, earlier_save_s=0.5, earlier_step_s=2.0)
+    assert not callback.room_for_a_step()
+    clock, meter, callback = make(seconds=100, spent=97.0, earlier_save_s=0.5, earlier_step_s=2.0)
+    assert callback.room_for_a_step()  # 97 + 2 + 0.5 fits
+    assert make(seconds=100)[2].room_for_a_step()  # a new run
 
 
 def test_the_closing_save_ends_the_training_clock():
