@@ -85,6 +85,7 @@ test-vllm: setup-vllm
 # cluster on an R535/R550 driver runs; one whole run, stopped and resumed, stands for the rest of a launch.
 # (The tiny sweep's learning checks are left to the main stage: which seed happens to find a reward
 # differs between TRL releases. The two deselected launches check this project's wiring, not TRL's.)
+# One process: the main stage's two have the cores.
 TRL_CUDA12_TESTS ?= tests/test_objective.py tests/test_weight_sync.py tests/test_lora_merge.py \
   tests/test_evaluation.py tests/test_evaluation_reuse.py tests/test_budget.py tests/test_guards.py \
   tests/test_launch.py::test_sigterm_saves_the_step_and_a_relaunch_resumes_outside_slurm \
@@ -93,7 +94,7 @@ TRL_CUDA12_TESTS ?= tests/test_objective.py tests/test_weight_sync.py tests/test
 test-trl-cuda12: setup-trl-cuda12
 	test "$$($(TRL_CUDA12_VENV)/bin/python -c 'import trl; print(trl.__version__)')" = \
 	  "$$(grep '^trl==' constraints/gpu-cuda12.txt | cut -d= -f3)"
-	$(TRL_CUDA12_VENV)/bin/python -m pytest -m "not slurm and not vllm" $(XDIST) --durations=5 $(PYTEST_ARGS) \
+	$(TRL_CUDA12_VENV)/bin/python -m pytest -m "not slurm and not vllm" --durations=5 $(PYTEST_ARGS) \
 	  $(TRL_CUDA12_TESTS)
 
 clean-runs:

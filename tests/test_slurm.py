@@ -83,7 +83,8 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
 
 
 def test_a_2x2_sweep_of_single_gpu_jobs_comes_back(sweep):
-    done = sweep("lora.rank=8,64", "trainer.seed=0,1", "budget.max_steps=2", "hydra.launcher.wait=true")
+    args = ("lora.rank=8,64", "trainer.seed=0,1", "budget.max_steps=2", "logger=none")  # W&B: the requeue test
+    done = sweep(*args, "hydra.launcher.wait=true")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     runs = summaries(sweep.runs / "default")
     assert len(runs) == 4 and all(s["status"] == "completed" and s["global_step"] == 2 for s in runs.values())
@@ -102,7 +103,7 @@ def test_a_2x2_sweep_of_single_gpu_jobs_comes_back(sweep):
     (script,) = {p.read_text() for p in (sweep.runs / "default" / ".submitit").glob("*/*_submission.sh")}
     assert "#SBATCH --signal=USR2@69" in script
 
-    again = sweep("lora.rank=8,64", "trainer.seed=0,1", "budget.max_steps=2", "hydra.launcher.wait=true")
+    again = sweep(*args, "hydra.launcher.wait=true")
     assert again.returncode == 0 and "0 of 4 runs to go" in again.stdout and "submitted" not in again.stdout
 
 
@@ -141,6 +142,7 @@ def test_a_failing_job_is_reported_as_failed_and_retried_on_relaunch(sweep):
         "data=open_rs",
         "data.path=/nonexistent/problems.jsonl",
         "budget.max_steps=1",
+        "logger=none",
         "hydra.launcher.wait=true",
     )
     done = sweep(*args)
