@@ -15,9 +15,9 @@ from omegaconf import DictConfig, open_dict
 from .adapters import effective_learning_rate, lora_config
 from .data import check_local_path
 from .errors import UserError
-from .evaluation import benchmarks_from_config
 from .hardware import Hardware, cuda_diagnosis
 from .rewards import check_reward_names
+from .sampling import benchmarks_from_config
 from .trainer import grpo_config
 
 

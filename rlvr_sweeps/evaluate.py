@@ -21,12 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from . import resolvers  # noqa: F401 - registers the resolvers the configs use
 from .data import load_problems
 from .errors import UserError
-from .evaluation import Evaluator, benchmarks_from_config, flat_metrics
+from .evaluation import Evaluator, flat_metrics
 from .hardware import detect_hardware
 from .models import load_model
 from .rewards import make_verifier
 from .run_record import RunRecord, now_iso, provenance, run_identity, saved_config
-from .sampling import resolve_backend
+from .sampling import benchmarks_from_config, resolve_backend
 
 log = logging.getLogger(__name__)
 

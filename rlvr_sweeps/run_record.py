@@ -24,8 +24,6 @@ from importlib import metadata
 from pathlib import Path
 
 import yaml
-from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 # key names that hold secrets: api_key, WANDB_API_KEY, hub_token, token, client_secret, password...
 SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password|passwd)$", re.IGNORECASE)
@@ -159,17 +157,18 @@ class RunRecord:
 
     def checkpoint(self, step: int) -> Path:
         """The folder the trainer saves step `step` into (transformers' own naming)."""
-        return self.checkpoints_dir / f"{PREFIX_CHECKPOINT_DIR}-{int(step)}"
+        return self.checkpoints_dir / f"{CHECKPOINT_PREFIX}-{int(step)}"
 
     def complete_checkpoints(self) -> list[Path]:
         """Checkpoints whose save finished (they carry the COMPLETE marker), oldest first."""
         if not self.checkpoints_dir.is_dir():
             return []
-        found = [p for p in self.checkpoints_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if (p / COMPLETE_MARKER).exists()]
+        found = [p for p in self.checkpoints_dir.glob(f"{CHECKPOINT_PREFIX}-*") if (p / COMPLETE_MARKER).exists()]
         return sorted(found, key=checkpoint_step)
 
 
 COMPLETE_MARKER = "COMPLETE"
+CHECKPOINT_PREFIX = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR (test_run_record checks they agree)
 
 
 def checkpoint_step(folder: Path | str) -> int:
@@ -253,43 +252,6 @@ class Resume:
     def earlier(self, section: str, key: str, default=None):
         """A value recorded by an earlier attempt that this attempt continues (only when resuming)."""
         return (self.prior.get(section) or {}).get(key, default) if self.checkpoint else default
-
-
-class MetricsCallback(TrainerCallback):
-    """Appends every logged training step to metrics.jsonl and keeps the summary's budget current."""
-
-    def __init__(self, record: RunRecord, meter):
-        self.record = record
-        self.meter = meter
-        self.train_summary: dict = {}
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = dict(logs or {})
-        if "train_runtime" in logs:  # the trainer's end-of-training totals: a summary, not a step
-            self.train_summary = logs
-            return
-        self.record.append_metrics({"step": state.global_step, "training_s": round(self.meter.training_s, 3), **logs})
-        self.record.update_summary(global_step=state.global_step, budget=self.meter.usage())
-
-
-class CheckpointMarker(TrainerCallback):
-    """Marks a checkpoint complete once the trainer has written all of it, with the training seconds and
-    tokens spent up to it; resumes use marked checkpoints only and continue the budget from them."""
-
-    def __init__(self, record: RunRecord, meter):
-        self.record = record
-        self.meter = meter
-
-    def on_save(self, args, state, control, **kwargs):
-        folder = self.record.checkpoint(state.global_step)
-        if folder.is_dir():
-            marker = {
-                "step": state.global_step,
-                "at": now_iso(),
-                "training_s": round(self.meter.training_s, 3),
-                "generated_tokens": self.meter.generated_tokens,
-            }
-            atomic_write(folder / COMPLETE_MARKER, json.dumps(marker) + "\n")
 
 
 FLAT_SECTIONS = ("model", "lora", "budget", "timings", "train")

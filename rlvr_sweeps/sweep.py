@@ -18,8 +18,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .evaluation import benchmarks_from_config, selection_benchmark
 from .run_record import RunRecord
+from .sampling import benchmarks_from_config, selection_benchmark
 
 LIVE_SLURM_STATES = {
     "PENDING",

@@ -34,11 +34,10 @@ from .hardware import detect_hardware, planned_hardware, resolve_dtype, use_allo
 from .memory import check_gpu_memory, use_expandable_segments
 from .models import eos_token_ids, load_model, model_folder
 from .preemption import GracefulStop, StepAborted
+from .record_callbacks import CheckpointMarker, MetricsCallback
 from .rewards import build_reward_functions, make_verifier
 from .run_record import (
     COMPLETE_MARKER,
-    CheckpointMarker,
-    MetricsCallback,
     Resume,
     RunIdentity,
     RunRecord,

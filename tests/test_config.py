@@ -12,9 +12,9 @@ from rlvr_sweeps.adapters import lora_config
 from rlvr_sweeps.budget import Budget
 from rlvr_sweeps.checks import check_config, check_context
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.evaluation import benchmarks_from_config, selection_benchmark
 from rlvr_sweeps.hardware import Hardware
 from rlvr_sweeps.resolvers import run_id
+from rlvr_sweeps.sampling import benchmarks_from_config, selection_benchmark
 from rlvr_sweeps.sweep import (
     Throughput,
     estimate_evaluation_s,

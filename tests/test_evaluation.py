@@ -10,8 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.evaluation import CheckpointSelection, benchmarks_from_config, flat_metrics, pass_at_k, score
-from rlvr_sweeps.sampling import Benchmark, Completion
+from rlvr_sweeps.evaluation import CheckpointSelection, flat_metrics, pass_at_k, score
+from rlvr_sweeps.sampling import Benchmark, Completion, benchmarks_from_config
 from rlvr_sweeps.verifier import MathVerifier
 
 

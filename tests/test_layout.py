@@ -1,8 +1,11 @@
-"""The package's modules form no import cycle (imports inside functions and under TYPE_CHECKING count)."""
+"""The package's modules form no import cycle (imports inside functions and under TYPE_CHECKING count), and what
+plans, launches and analyses sweeps does not load the training stack."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 
 from conftest import ROOT
 
@@ -44,3 +47,22 @@ def test_no_import_cycle_in_the_package():
 
 def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+# What runs on a login node or a laptop: the sweep launchers and their plan and report, `python -m rlvr_sweeps.sweep`
+# and `python -m analysis`. Each import of torch & co. costs a process about 8 CPU-seconds.
+CONTROL_PLANE = (
+    "rlvr_sweeps.sweep",
+    "rlvr_sweeps.resolvers",
+    "hydra_plugins.rlvr_sweeps_launcher.launcher",
+    "analysis.__main__",
+)
+TRAINING_STACK = ("torch", "transformers", "trl", "peft", "datasets", "vllm")
+
+
+def test_the_control_plane_starts_without_the_training_stack():
+    imports = "; ".join(f"import {module}" for module in CONTROL_PLANE)
+    probe = f"import sys; {imports}; print(sorted(set(sys.modules) & {set(TRAINING_STACK)}))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", f"imported by the control plane: {done.stdout.strip()}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlvr_sweeps.run_record import RunRecord, scrub_secrets
+from rlvr_sweeps.run_record import CHECKPOINT_PREFIX, RunRecord, scrub_secrets
 
 
 def test_secret_keys_and_values_are_redacted_but_token_counts_are_not(monkeypatch):
@@ -30,3 +30,10 @@ def test_summary_updates_merge_and_metrics_can_be_cut_back(tmp_path):
         record.append_metrics({"step": step, "reward": step / 10})
     assert record.drop_metrics_after(2) == 2
     assert [m["step"] for m in record.read_metrics()] == [1, 2]
+
+
+def test_checkpoint_folders_are_named_as_transformers_names_them(tmp_path):
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    assert CHECKPOINT_PREFIX == PREFIX_CHECKPOINT_DIR  # run_record reads them without importing transformers
+    assert RunRecord(tmp_path).checkpoint(7).name == f"{PREFIX_CHECKPOINT_DIR}-7"

@@ -11,6 +11,9 @@ import pytest
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process: its weights can be read
+# vLLM's own switch for CPU test runs: the model runs eagerly, without inductor's compilation at every engine start
+# (46 s of the colocated engine's first start; TRL cannot pass enforce_eager, which the standalone CPU engine sets)
+os.environ.setdefault("VLLM_CPU_CI_ENV", "1")
 pytest.importorskip("vllm")
 pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
 
