@@ -115,7 +115,6 @@ def test_a_run_whose_template_writes_a_second_bos_stops_before_training(launch, 
     assert "starts with 2 BOS token(s)" in stopped.stderr and "guards.prompt_ids=false" in stopped.stderr
     summary = stopped.summary(stopped.run_dirs()[0])
     assert summary["status"] == "failed" and "2 BOS" in summary["error"] and summary.get("global_step", 0) == 0
-    unguarded = train_in_process(
-        tmp_path / "unguarded", model_cache, *args, "guards.prompt_ids=false"
-    )  # no new process
+    # the same model unguarded, in this process: the launch's own exit code and message are checked above
+    unguarded = train_in_process(tmp_path / "unguarded", model_cache, *args, "guards.prompt_ids=false")
     assert unguarded["status"] == "completed" and unguarded["global_step"] == 1
