@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 XDIST ?= -n 2 --dist loadgroup
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup setup-vllm setup-trl-cuda12 run test lint test-main test-vllm test-trl-cuda12 clean-runs
+.PHONY: setup setup-vllm setup-trl-cuda12 run test lint test-main test-vllm test-trl-cuda12 vllm-stage trl-stage \
+  clean-runs
 
 setup: $(VENV)/.installed
 
@@ -58,27 +59,33 @@ $(TRL_CUDA12_VENV)/.installed: $(VENV)/.installed constraints/gpu-cuda12.txt
 run: setup
 	unset OMP_NUM_THREADS; $(BIN)/python launch.py
 
-# The whole suite: lint, then the main tests while, beside them, the vLLM environment is built and the
-# vLLM stage runs in it (both leave CPU idle: downloads, engine start-up, SLURM scheduling), then the
-# training tests under the CUDA 12 set's TRL; their output is printed after the main stage's. The
-# slowest tests are listed at the end of each.
-test: setup
-	@$(MAKE) --no-print-directory lint
-	@rm -f $(VLLM_VENV).status $(VLLM_VENV)-tests.log $(TRL_CUDA12_VENV).status $(TRL_CUDA12_VENV).log
-	@( $(MAKE) --no-print-directory setup-vllm > $(VLLM_VENV).log 2>&1 \
-	     && $(MAKE) --no-print-directory test-vllm > $(VLLM_VENV)-tests.log 2>&1; echo $$? > $(VLLM_VENV).status; \
-	   $(MAKE) --no-print-directory test-trl-cuda12 > $(TRL_CUDA12_VENV).log 2>&1; echo $$? > $(TRL_CUDA12_VENV).status ) & \
-	  $(MAKE) --no-print-directory test-main; main=$$?; wait; \
+# The whole suite in two chains on the 2 cores (make -j2, so that each environment is built once): set-up,
+# lint and the main tests; beside them, the vLLM environment is built while the main one is (pip's torch
+# install and the downloads leave a core idle), the vLLM stage runs in it, then the training tests under the
+# CUDA 12 set's TRL. The side chain writes logs, printed after the main stage's output; the slowest tests
+# are listed at the end of each stage.
+STAGE_FILES = $(VLLM_VENV).log $(VLLM_VENV)-tests.log $(VLLM_VENV).status $(TRL_CUDA12_VENV).log $(TRL_CUDA12_VENV).status
+test:
+	@rm -f $(STAGE_FILES)
+	@$(MAKE) --no-print-directory -j2 -k test-main vllm-stage trl-stage; made=$$?; \
 	  if [ ! -s $(VLLM_VENV)-tests.log ]; then tail -40 $(VLLM_VENV).log; else cat $(VLLM_VENV)-tests.log; fi; \
 	  tail -40 $(TRL_CUDA12_VENV).log; \
-	  [ $$main = 0 ] && [ "$$(cat $(VLLM_VENV).status)" = 0 ] && [ "$$(cat $(TRL_CUDA12_VENV).status)" = 0 ]
+	  [ $$made = 0 ] && [ "$$(cat $(VLLM_VENV).status)" = 0 ] && [ "$$(cat $(TRL_CUDA12_VENV).status)" = 0 ]
+
+vllm-stage:
+	@$(MAKE) --no-print-directory setup-vllm > $(VLLM_VENV).log 2>&1 \
+	  && $(MAKE) --no-print-directory test-vllm > $(VLLM_VENV)-tests.log 2>&1; echo $$? > $(VLLM_VENV).status
+
+# after the vLLM stage: two test stages share the cores at a time, not three
+trl-stage: setup vllm-stage
+	@$(MAKE) --no-print-directory test-trl-cuda12 > $(TRL_CUDA12_VENV).log 2>&1; echo $$? > $(TRL_CUDA12_VENV).status
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # The SLURM tests use a real one-machine cluster: started here, stopped afterwards whatever happens.
-test-main: setup
+test-main: setup lint
 	scripts/slurm/cluster.sh start
 	SLURM_CONF=$$(scripts/slurm/cluster.sh env | cut -d= -f2) $(BIN)/python -m pytest -m "not vllm" $(XDIST) \
 	  --durations=15 $(PYTEST_ARGS); status=$$?; scripts/slurm/cluster.sh stop; exit $$status

@@ -43,9 +43,10 @@ def pytest_configure(config):
         raise pytest.UsageError("--dist loadgroup does not group tests on pytest 9: pip install 'pytest<9'")
 
 
-def compose_run(*overrides: str):
-    """Hydra's composition as launch.py makes it (with the hydra node, HydraConfig set, so that ${hydra:...}
-    resolves), and the task config the run gets: (root, task)."""
+def compose_run(*overrides: str, config_name: str = "config"):
+    """Hydra's composition as launch.py makes it (config_name="evaluate": as `python -m rlvr_sweeps.evaluate`
+    does), with the hydra node and HydraConfig set, so that ${hydra:...} resolves; and the task config the
+    run gets: (root, task)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
@@ -53,7 +54,7 @@ def compose_run(*overrides: str):
     import rlvr_sweeps.resolvers  # noqa: F401
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...}, the run folder's name too
     OmegaConf.set_readonly(cfg.hydra, False)
     with open_dict(cfg):
@@ -103,6 +104,17 @@ def train_in_process(runs: Path, cache: Path, *overrides: str) -> dict:
     with environment(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(cache), WANDB_SILENT="true"):
         _, task = compose_run(*overrides)
         return train(task)
+
+
+def evaluate_in_process(runs: Path, cache: Path, *overrides: str) -> tuple[dict, Path]:
+    """`python -m rlvr_sweeps.evaluate <overrides>` in this process (as evaluate_cli, without the interpreter
+    start-up and imports): its summary and its folder."""
+    from rlvr_sweeps.evaluate import evaluate
+
+    with environment(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(cache), WANDB_SILENT="true"):
+        _, task = compose_run(*overrides, config_name="evaluate")
+        evaluate(task)
+    return evaluation_in(runs)
 
 
 def grpo_args(cfg, output_dir, hardware=None, reward_weights=(1.0,)):
@@ -259,6 +271,11 @@ def evaluate_cli(runs: Path, cache: Path, *args: str, timeout: float = 900) -> t
         timeout=timeout,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return evaluation_in(runs)
+
+
+def evaluation_in(runs: Path) -> tuple[dict, Path]:
+    """The one evaluation folder in a runs folder: its summary, and the folder."""
     (summary,) = (runs / "evaluate").glob("*/summary.json")
     return json.loads(summary.read_text()), summary.parent
 

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.e2e]
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from conftest import ROOT, evaluate_cli, grpo_args  # noqa: E402
+from conftest import ROOT, evaluate_in_process, grpo_args  # noqa: E402
 from rlvr_sweeps.guards import IS_MASKED_SHARE, LOGP_GAP, RolloutGuard, RunCheckFailed  # noqa: E402
 
 
@@ -48,7 +48,8 @@ SMALL_HELDOUT = "eval.benchmarks.reasoning_gym_heldout.size=32"  # the engine st
 
 
 def evaluate(tmp_path, model_cache, *args) -> dict:
-    summary, folder = evaluate_cli(tmp_path / "runs", model_cache, "model=tiny", SMALL_HELDOUT, *args)
+    """An evaluation as `python -m rlvr_sweeps.evaluate` makes it, in this process: each with an engine of its own."""
+    summary, folder = evaluate_in_process(tmp_path / "runs", model_cache, "model=tiny", SMALL_HELDOUT, *args)
     return summary | {"folder": str(folder)}
 
 
