@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import TINY_SWEEP, evaluate_cli
+from conftest import TINY_SWEEP, evaluate_cli, evaluate_in_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny_sweep")]
 # the sweep's own model, task and sampling, as a user would pass them again
@@ -19,8 +19,12 @@ SAME_AS_THE_RUN = [
 ]
 
 
-def evaluate(tmp_path, model_cache, *args: str) -> tuple[dict, list[dict]]:
-    summary, folder = evaluate_cli(tmp_path / "runs", model_cache, *SAME_AS_THE_RUN, *args, timeout=600)
+def evaluate(tmp_path, model_cache, *args: str, cli: bool = True) -> tuple[dict, list[dict]]:
+    """The command in a subprocess (cli=True), or the same evaluation in this process."""
+    if cli:
+        summary, folder = evaluate_cli(tmp_path / "runs", model_cache, *SAME_AS_THE_RUN, *args, timeout=600)
+    else:
+        summary, folder = evaluate_in_process(tmp_path / "runs", model_cache, *SAME_AS_THE_RUN, *args)
     records = (folder / "eval" / "final" / "sums_heldout.jsonl").read_text().splitlines()
     return summary, [json.loads(line) for line in records]
 
@@ -41,6 +45,6 @@ def test_standalone_evaluation_reproduces_the_runs_final_numbers(tiny_sweep, tmp
 
 def test_without_the_adapter_it_is_the_untrained_model(tiny_sweep, tmp_path, model_cache):
     run_dir = tiny_sweep.run_dir(8, 0)
-    _, samples = evaluate(tmp_path / "base", model_cache)
+    _, samples = evaluate(tmp_path / "base", model_cache, cli=False)  # the command itself is the test above
     assert samples == run_samples(run_dir, "baseline")  # the baseline, which the trained adapter changed
     assert samples != run_samples(run_dir, "final")
