@@ -34,6 +34,7 @@ from wandb_workspaces import expr
 
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.run_record import flat_summary
+from rlvr_sweeps.wandb_server import public_api
 
 from .comparisons import column_label, rank_order
 
@@ -329,7 +330,7 @@ def save(view, out: Path, api=None) -> str:
     credentials): one UserError line naming the offline alternatives."""
     kind, flag = ("report", "--report-json") if isinstance(view, wr.Report) else ("workspace", "--workspace-json")
     try:
-        adopt_existing(view, api if api is not None else _api())
+        adopt_existing(view, api if api is not None else public_api())
         view.save()  # the one call that writes to the W&B server: no test runs it (the tests have no server)
         return view.url
     except Exception as err:  # noqa: BLE001 - wandb raises CommError, UsageError, HTTP errors...
@@ -340,21 +341,10 @@ def save(view, out: Path, api=None) -> str:
         ) from err
 
 
-def _api():
-    """wandb.Api() after a quick probe of the server (instead of a minute of retries)."""
-    from rlvr_sweeps.tracking import wandb_base_url, wandb_server_answers
-
-    if not wandb_server_answers(10.0):
-        raise ConnectionError(f"no answer from {wandb_base_url()}")
-    import wandb
-
-    return wandb.Api(timeout=60)
-
-
 def connect():
     """wandb.Api() for reading the runs; W&B unreachable (or no credentials): one UserError line."""
     try:
-        return _api()
+        return public_api()
     except Exception as err:  # noqa: BLE001 - wandb raises UsageError without credentials
         raise UserError(
             f"Could not reach W&B ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}). "

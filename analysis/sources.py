@@ -161,13 +161,9 @@ def load_wandb(
     rows, curves = [], []
     try:
         if api is None:
-            import wandb
+            from rlvr_sweeps.wandb_server import public_api
 
-            from rlvr_sweeps.tracking import wandb_base_url, wandb_server_answers
-
-            if not wandb_server_answers(10.0):  # instead of a minute of retries
-                raise ConnectionError(f"no answer from {wandb_base_url()}")
-            api = wandb.Api(timeout=60)
+            api = public_api()
         found = list(api.runs(path, filters=filters or None))
     except Exception as err:  # noqa: BLE001 - wandb raises CommError, ValueError, HTTP errors...
         from rlvr_sweeps.errors import UserError

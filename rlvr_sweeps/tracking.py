@@ -8,15 +8,14 @@ says which `wandb sync` command uploads it later; metrics are always kept locall
 from __future__ import annotations
 
 import logging
-import netrc
 import os
-import socket
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlparse
 
 from omegaconf import DictConfig
 from transformers.integrations import WandbCallback
+
+from .wandb_server import has_credentials, wandb_base_url, wandb_server_answers
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def start_tracking(
     )
     note = None
     if logger_cfg.mode == "online":
-        if not _has_credentials():
+        if not has_credentials():
             note = "no W&B credentials (set WANDB_API_KEY or run `wandb login`)"
         elif not wandb_server_answers(float(logger_cfg.init_timeout_s)):
             note = f"W&B unreachable (no answer from {wandb_base_url()})"
@@ -158,28 +157,3 @@ class TolerantWandbCallback(WandbCallback):
 
     def on_evaluate(self, *args, **kwargs):
         return self._guarded("on_evaluate", *args, **kwargs)
-
-
-def wandb_base_url() -> str:
-    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
-
-
-def wandb_server_answers(timeout_s: float) -> bool:
-    """A TCP connection to the W&B server: a cheap probe that spares a doomed online wandb.init."""
-    url = urlparse(wandb_base_url())
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(wandb_base_url()).hostname
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError):
-        return False

@@ -56,6 +56,7 @@ CONTROL_PLANE = (
     "rlvr_sweeps.resolvers",
     "hydra_plugins.rlvr_sweeps_launcher.launcher",
     "analysis.__main__",
+    "rlvr_sweeps.wandb_server",  # imported when the analysis reads from or saves to W&B
 )
 TRAINING_STACK = ("torch", "transformers", "trl", "peft", "datasets", "vllm")
 
