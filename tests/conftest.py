@@ -96,14 +96,20 @@ def environment(**values: str):
                 os.environ[key] = value
 
 
+def run_in_process(entry, runs: Path, cache: Path, *overrides: str, config_name: str = "config"):
+    """An entry point's function (train, evaluate) on the task config Hydra composes for these overrides, in
+    this process, with the runs folder and model cache a launch would get: what it returns."""
+    with environment(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(cache), WANDB_SILENT="true"):
+        _, task = compose_run(*overrides, config_name=config_name)
+        return entry(task)
+
+
 def train_in_process(runs: Path, cache: Path, *overrides: str) -> dict:
     """`python launch.py <overrides>` in this process: the same composition, run folder and train(); for
     tests that need trained runs rather than launch.py's exit code and messages (no interpreter start-up)."""
     from rlvr_sweeps.train import train
 
-    with environment(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(cache), WANDB_SILENT="true"):
-        _, task = compose_run(*overrides)
-        return train(task)
+    return run_in_process(train, runs, cache, *overrides)
 
 
 def evaluate_in_process(runs: Path, cache: Path, *overrides: str) -> tuple[dict, Path]:
@@ -111,9 +117,7 @@ def evaluate_in_process(runs: Path, cache: Path, *overrides: str) -> tuple[dict,
     start-up and imports): its summary and its folder."""
     from rlvr_sweeps.evaluate import evaluate
 
-    with environment(RLVR_SWEEPS_RUNS=str(runs), RLVR_SWEEPS_CACHE=str(cache), WANDB_SILENT="true"):
-        _, task = compose_run(*overrides, config_name="evaluate")
-        evaluate(task)
+    run_in_process(evaluate, runs, cache, *overrides, config_name="evaluate")
     return evaluation_in(runs)
 
 
