@@ -8,8 +8,7 @@ tokenizer never adds a second BOS to a chat template that already writes one.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from omegaconf import DictConfig
@@ -91,7 +90,7 @@ def selection_benchmark(eval_cfg: DictConfig, benchmarks: list[Benchmark]) -> Be
     max_new_tokens = int(settings.get("max_new_tokens") or base.max_new_tokens)
     if max_new_tokens < 1:
         raise UserError(f"eval.selection.max_new_tokens={max_new_tokens}: give at least 1.")
-    return dataclasses.replace(
+    return replace(
         base,
         n=n,
         ks=ks,
