@@ -121,6 +121,7 @@ def measure(args, rank: int, rollouts: str) -> dict:
 
     from rlvr_sweeps.adapters import lora_config, resolve_learning_rate
     from rlvr_sweeps.hardware import detect_hardware, use_allocated_cpus
+    from rlvr_sweeps.memory import Device, PeakMemory, estimate, trl_fuses_lm_head
     from rlvr_sweeps.models import load_model
     from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
 
@@ -178,14 +179,18 @@ def measure(args, rank: int, rollouts: str) -> dict:
 
     class StepTimer(TrainerCallback):
         steps = []
+        step_peaks = []  # bytes each step's peak rose above what the step started with
+        memory = PeakMemory(cuda)
 
         def on_step_begin(self, *a, **kw):
             sync(cuda)
+            self.memory.start()
             self.started, self.generated_before = time.perf_counter(), len(TimedTrainer.generation)
 
         def on_step_end(self, *a, **kw):
             sync(cuda)
             self.steps.append((time.perf_counter() - self.started, TimedTrainer.generation[self.generated_before :]))
+            self.step_peaks.append(self.memory.growth())
 
     def length_reward(completions, **kwargs):  # costs nothing and differs between completions
         return [float(len(str(c))) / 100 for c in completions]
@@ -215,6 +220,10 @@ def measure(args, rank: int, rollouts: str) -> dict:
     weight_bytes = sum(p.numel() * p.element_size() for n, p in trainer.model.named_parameters() if "lora_" not in n)
     floor_ms = weight_bytes / bandwidth * 1e3
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    prompt_tokens = len(loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    device = Device(hardware.name, peak, peak, cuda, trl_fuses_lm_head())
+    terms = dict(estimate(loaded.model.config, cfg.lora, cfg.trainer, cfg.generation, device, prompt_tokens))
+    training_term = next(value for label, value in terms.items() if label.startswith("training micro-batch"))
     return {
         "model": args.model,
         "device": hardware.name,
@@ -225,7 +234,7 @@ def measure(args, rank: int, rollouts: str) -> dict:
         "trainable": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "completions": completions,
         "completion_tokens": args.completion_tokens,
-        "prompt_tokens": len(loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]),
+        "prompt_tokens": prompt_tokens,
         "steps": len(steps),
         "first_step_s": steps[0][0],
         "step_s": mean([s for s, _ in later]),
@@ -237,7 +246,18 @@ def measure(args, rank: int, rollouts: str) -> dict:
         "weight_gb": weight_bytes / 1e9,
         "floor_ms": floor_ms,
         "peak_gb": peak / 1e9,
+        "micro_batch": micro,
+        "trl": trl_version(),
+        "fused_lm_head": device.fused_lm_head,
+        "step_peak_gb": max(StepTimer.step_peaks) / 1e9,  # the largest rise of any step, the first included
+        "estimate_training_gb": training_term / 1e9,
     }
+
+
+def trl_version() -> str:
+    from importlib.metadata import version
+
+    return version("trl")
 
 
 def fixed_length_prompt(tokenizer, tokens: int) -> str:

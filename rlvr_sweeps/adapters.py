@@ -41,6 +41,32 @@ def variant_of(lora_cfg: DictConfig) -> str | None:
     return variant
 
 
+# The adapter ranks vLLM serves (its LoRAConfig.max_lora_rank, vllm/config/lora.py in 0.19.1 and 0.31)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The engine's max_lora_rank for an adapter of this rank: the next rank vLLM accepts (24 -> 32, a PiSSA run's
+    2 x 100 -> 256); refused above vLLM's largest."""
+    fitting = [allowed for allowed in VLLM_LORA_RANKS if allowed >= int(rank)]
+    if not fitting:
+        raise UserError(
+            f"A rank-{rank} LoRA adapter cannot be evaluated with vLLM, which serves ranks up to "
+            f"{VLLM_LORA_RANKS[-1]}: "
+            f"use lora.rank <= {VLLM_LORA_RANKS[-1]} (<= {VLLM_LORA_RANKS[-1] // 2} with lora.variant=pissa, saved "
+            "at twice its rank), or eval.backend=hf."
+        )
+    return fitting[0]
+
+
+def evaluated_rank(lora_cfg: DictConfig) -> int | None:
+    """The rank of the adapter a run saves for evaluation: a PiSSA run's final/ is a LoRA of the original model
+    at twice the rank."""
+    if lora_cfg.rank is None:
+        return None
+    return int(lora_cfg.rank) * (2 if variant_of(lora_cfg) == "pissa" else 1)
+
+
 def lora_config(lora_cfg: DictConfig, init_lora_weights: bool | str = True):
     """PEFT LoraConfig for lora.*; None (full fine-tuning) when lora.rank is null. A PiSSA run gets
     a plain start here: its initial adapter is loaded from the cached PiSSA start (load_pissa_start)."""

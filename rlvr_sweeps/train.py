@@ -31,7 +31,16 @@ from .evaluation import CheckpointSelection, Evaluator, flat_metrics
 from .generators import make_generator
 from .guards import RolloutGuard, check_prompt_ids
 from .hardware import detect_hardware, planned_hardware, resolve_dtype, use_allocated_cpus
-from .memory import check_gpu_memory, use_expandable_segments
+from .memory import (
+    GB,
+    MemoryFit,
+    PeakMemory,
+    apply_split,
+    check_memory,
+    model_shape,
+    this_device,
+    use_expandable_segments,
+)
 from .models import eos_token_ids, load_model, model_folder
 from .preemption import GracefulStop, StepAborted
 from .record_callbacks import CheckpointMarker, MetricsCallback
@@ -58,13 +67,13 @@ warnings.filterwarnings("ignore", message=".*(is_)?gradient_checkpointing.* is d
 
 
 def train(cfg: DictConfig) -> dict:
-    use_expandable_segments()  # before CUDA allocates anything
+    use_expandable_segments(sleep_mode=bool(cfg.generation.get("vllm_enable_sleep_mode")))  # before CUDA allocates
     identity = run_identity()
     record = RunRecord(identity.run_dir)
     hardware = detect_hardware()
     if cfg.dry_run:  # a plan trains nothing: checked against the budget's device, on any machine
         hardware = planned_hardware(str(cfg.budget.device), hardware)
-    refuse_bad_config(cfg, hardware, record)  # the checks, then lora.effective_learning_rate resolved once
+    memory = refuse_bad_config(cfg, hardware, record)  # the checks; lora.effective_learning_rate and the split fitted
     config = saved_config(cfg)  # what config.yaml, W&B and the plan show
     if cfg.dry_run:
         return dry_run(cfg, config, record, identity)
@@ -82,9 +91,12 @@ def train(cfg: DictConfig) -> dict:
         resume.generated_tokens,
         {phase: resume.earlier("budget", f"{phase}_evaluation_s", 0.0) for phase in EVALUATION_PHASES},
     )
-    start_attempt(cfg, config, record, identity, resume)
+    start_attempt(cfg, config, record, identity, resume, memory)
+    peak = PeakMemory(hardware.has_cuda)
+    peak.start()
     with Attempt(record, meter) as attempt:
         run = build_run(cfg, config, record, identity, hardware, meter, resume, attempt)
+        run.peak = peak
         baseline = evaluate_baseline(run, resume)
         if train_within_budget(run, resume):
             return finish(run, baseline)
@@ -108,6 +120,15 @@ class Run:
     metrics_callback: MetricsCallback
     pissa_initial: Path | None = None
     timings: dict = field(default_factory=dict)
+    peak: PeakMemory | None = None
+
+    def memory(self) -> dict:
+        """summary.json's memory section with this attempt's measured peak beside the estimate."""
+        earlier = (self.record.read_summary() or {}).get("memory") or {}
+        now = self.peak.record() if self.peak else {}
+        if (earlier.get("measured_peak_gb") or 0) > now.get("measured_peak_gb", 0):
+            return earlier  # an earlier attempt of the run went higher
+        return {**earlier, **now}
 
 
 class Attempt:
@@ -134,14 +155,15 @@ class Attempt:
         return False
 
 
-def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> None:
-    """check_config, then the learning rate lora.lr_rule gives (written into cfg.lora once); a refused run of a
-    sweep is recorded as failed (with the fix) where its folder is."""
+def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> MemoryFit | None:
+    """check_config, then the learning rate lora.lr_rule gives (written into cfg.lora once) and the micro-batch
+    that fits the device (written into cfg.trainer: guards.memory); a refused run of a sweep is recorded as failed
+    (with the fix) where its folder is."""
     try:
         check_config(cfg, hardware, plan_only=bool(cfg.dry_run))
-        if hardware.has_cuda and cfg.guards.memory and not cfg.dry_run:
-            check_gpu_memory(cfg)  # before loading: a run that cannot fit stops now, not hours in
+        memory = None if cfg.dry_run else fit_memory(cfg)
         resolve_learning_rate(cfg)
+        return memory
     except UserError as err:
         if not cfg.dry_run:
             record.write_config(saved_config(cfg))
@@ -158,6 +180,31 @@ def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> None:
         raise
 
 
+def fit_memory(cfg: DictConfig) -> MemoryFit | None:
+    """guards.memory, before loading (a run that cannot fit stops now, not hours in): on a GPU, or on a device of
+    guards.device_memory_gb, the estimate for the installed TRL against the free memory. When the configured
+    micro-batch does not fit, the largest that does at the same completions per update replaces it in cfg.trainer."""
+    device = this_device(cfg.guards.get("device_memory_gb"))
+    if not cfg.guards.memory or device is None:
+        return None
+    shape = model_shape(cfg.model, cfg.paths.cache)
+    memory = check_memory(shape, cfg.lora, cfg.trainer, cfg.generation, device)
+    if memory.changed:
+        apply_split(cfg.trainer, memory.chosen)
+        log.warning(
+            "Memory: %s completions per micro-batch would need about %.1f GB, more than the %.1f GB free on %s; "
+            "training at %s (trainer.per_device_train_batch_size x gradient_accumulation_steps), the same %d "
+            "completions per update.",
+            memory.requested.per_device_train_batch_size,
+            memory.requested_peak / GB,
+            device.free_bytes / GB,
+            device.name,
+            memory.chosen.describe(),
+            memory.chosen.per_device_train_batch_size * memory.chosen.gradient_accumulation_steps,
+        )
+    return memory
+
+
 def dry_run(cfg: DictConfig, config: dict, record: RunRecord, identity: RunIdentity) -> dict:
     """The plan of this run; a multirun prints the plans of all its runs at the end (rlvr_sweeps.sweep)."""
     plan = plan_run(cfg, record.dir, [o for o in identity.overrides if not o.startswith("dry_run=")])
@@ -167,11 +214,20 @@ def dry_run(cfg: DictConfig, config: dict, record: RunRecord, identity: RunIdent
     return {"status": "dry_run", "run_dir": str(record.dir), "plan": asdict(plan)}
 
 
-def start_attempt(cfg: DictConfig, config: dict, record: RunRecord, identity: RunIdentity, resume: Resume) -> None:
+def start_attempt(
+    cfg: DictConfig, config: dict, record: RunRecord, identity: RunIdentity, resume: Resume, memory: MemoryFit | None
+) -> None:
     record.write_config(config)
     dropped = record.drop_metrics_after(resume.step)  # steps after the checkpoint are trained again
+    split = {"micro_batch": int(cfg.trainer.per_device_train_batch_size)}  # a fit on another node may differ
     attempts = resume.prior.get("attempts", []) + [
-        {"started_at": now_iso(), "resumed_from_step": resume.step, "metrics_dropped": dropped, **provenance()}
+        {
+            "started_at": now_iso(),
+            "resumed_from_step": resume.step,
+            "metrics_dropped": dropped,
+            **split,
+            **provenance(),
+        }
     ]
     record.update_summary(
         status="running",
@@ -185,6 +241,7 @@ def start_attempt(cfg: DictConfig, config: dict, record: RunRecord, identity: Ru
         attempts=attempts,
         model={"name": cfg.model.name, "id": cfg.model.id},
         lora=lora_summary(cfg),
+        memory=memory.record() if memory else None,
         **provenance(),
     )
     if resume.checkpoint:
@@ -228,7 +285,7 @@ def build_run(
         name=identity.run_name,
         group=str(cfg.name),
         tags=tags_for(cfg),
-        config={**config, "overrides": identity.overrides},
+        config={**config, "overrides": identity.overrides, "memory": (record.read_summary() or {}).get("memory")},
     )
     attempt.stack.callback(
         lambda: tracking.finish(
@@ -412,6 +469,7 @@ def interrupted(run: Run) -> dict:
         global_step=step,
         budget=run.meter.usage(),
         timings=attempt_timings(run),
+        memory=run.memory(),
     )
     log.warning("Stopped at step %d by %s; relaunching resumes from here.", step, run.graceful.stop_reason)
     return summary
@@ -445,6 +503,7 @@ def finish(run: Run, baseline: dict | None) -> dict:
         },
         metrics=flat_metrics(results),
         timings=attempt_timings(run),
+        memory=run.memory(),
         trainer_totals=run.metrics_callback.train_summary,
     )
     summary = write_verdict(run.record, summary)

@@ -22,6 +22,7 @@ import types
 import warnings
 from pathlib import Path
 
+from .adapters import vllm_max_lora_rank
 from .errors import UserError
 from .lora_merge import merged_lora
 from .sampling import Benchmark, Completion, sampling_seed
@@ -146,7 +147,7 @@ class StandaloneVLLMGenerator:
             enforce_eager=cpu,
             enable_chunked_prefill=not cpu,  # on CPU, so that per-prompt seeds work
             enable_lora=adapter is not None,
-            max_lora_rank=max(8, rank or 8),
+            max_lora_rank=vllm_max_lora_rank(rank or 8),  # one of the ranks vLLM accepts
             max_model_len=int(eval_cfg.vllm_max_model_len) if eval_cfg.get("vllm_max_model_len") else None,
             gpu_memory_utilization=float(eval_cfg.get("vllm_gpu_memory_utilization", 0.85)),
             seed=int(eval_cfg.seed),

@@ -149,3 +149,22 @@ def test_pissa_starts_from_a_cached_residual_and_saves_a_plain_lora_of_the_origi
         untrained = AutoModelForCausalLM.from_pretrained(original)(ids).logits
     assert (a - b).abs().max() < 1e-3 < (b - residual_only).abs().max()  # the principal part is in the adapter
     assert (a - untrained).abs().max() > 1e-3  # and what training changed is in final/
+
+
+def test_vllm_serves_an_adapter_at_the_next_rank_it_accepts_and_refuses_one_above_512(tmp_path):
+    from rlvr_sweeps.adapters import vllm_max_lora_rank
+    from rlvr_sweeps.checks import check_config
+
+    assert [vllm_max_lora_rank(r) for r in (1, 8, 24, 64, 200, 257, 320, 512)] == [1, 8, 32, 64, 256, 320, 320, 512]
+    with pytest.raises(UserError, match="serves ranks up to 512"):
+        vllm_max_lora_rank(600)
+    big = tmp_path / "r600"
+    big.mkdir()
+    (big / "adapter_config.json").write_text(json.dumps({"r": 600, "use_dora": False}))
+    with pytest.raises(UserError, match="rank-600 LoRA adapter cannot be evaluated with vLLM"):  # before an engine
+        refuse_what_vllm_cannot_load(big)
+    # a run whose adapter vLLM would evaluate: refused before training (PiSSA's final/ is saved at twice its rank)
+    for overrides in (["lora.rank=600"], ["lora.rank=300", "lora.variant=pissa"]):
+        with pytest.raises(UserError, match="rank-600 LoRA adapter"):
+            check_config(composed("eval.backend=vllm", *overrides), CPU, plan_only=True)
+    check_config(composed("lora.rank=600"), CPU, plan_only=True)  # evaluated with transformers: no limit

@@ -11,12 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_config, train_in_process
+from conftest import train_in_process
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.guards import IS_MASKED_SHARE, LOGP_GAP, RolloutGuard, RunCheckFailed, masked_share
-from rlvr_sweeps.memory import ALLOC_CONF, check_memory, use_expandable_segments
+from rlvr_sweeps.memory import ALLOC_CONF, use_expandable_segments
 
 
 def feed(guard: RolloutGuard, rows: list[tuple[int, dict]]) -> None:
@@ -72,31 +71,21 @@ def test_the_masked_share_counts_sequences_whose_ratio_the_mask_set_to_zero():
     assert masked_share(ratios, "token_truncate") is None and masked_share(None, "sequence_mask") is None
 
 
-@pytest.fixture(scope="module")
-def study():
-    return lambda *overrides: compose_config("experiment=study", *overrides), OmegaConf.load(
-        ROOT / "conf" / "model" / "qwen1_5b_shape.yaml"
-    )
-
-
-def test_the_study_fits_an_a40_at_rank_256(study):
-    compose_study, shape = study
-    terms = check_memory(compose_study("lora.rank=256"), shape, 48e9, "an A40")
-    assert terms[-1][1] < 48e9 and any("weight sync" in label for label, _ in terms)
-
-
-def test_a_run_that_cannot_fit_is_refused_before_loading_with_its_terms_and_fixes(study):
-    compose_study, shape = study
-    with pytest.raises(UserError) as refused:
-        check_memory(compose_study("lora.rank=256", "trainer.per_device_train_batch_size=64"), shape, 48e9, "an A40")
-    message = str(refused.value)
-    assert "an A40's 48.0 GB" in message and "training micro-batch of 64" in message
-    assert "trainer.per_device_train_batch_size" in message and "guards.memory=false" in message
-
-
-def test_jobs_get_expandable_segments_unless_the_user_chose_an_allocator_setting():
+def test_jobs_get_expandable_segments_unless_the_user_chose_an_allocator_setting_or_vllm_sleeps():
     assert use_expandable_segments({}) == ALLOC_CONF
     assert use_expandable_segments({"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}) == "max_split_size_mb:512"
+    environ = {}
+    assert use_expandable_segments(environ, sleep_mode=True) is None and environ == {}  # vLLM 0.19.1 asserts
+
+
+def test_sleep_mode_with_expandable_segments_is_refused_where_vllm_would_assert():
+    from rlvr_sweeps.checks import refuse_sleep_mode_with_expandable_segments as refuse
+
+    with pytest.raises(UserError, match="vLLM 0.19.1's sleep-mode allocator refuses expandable segments"):
+        refuse("expandable_segments:True", "0.19.1")
+    refuse("expandable_segments:True", "0.31.0")  # switched off inside its pool
+    refuse("max_split_size_mb:512", "0.19.1")
+    refuse("expandable_segments:True", None)  # no vLLM: nothing starts one
 
 
 def test_a_run_whose_template_writes_a_second_bos_stops_before_training(launch, tiny_folder, tmp_path, model_cache):

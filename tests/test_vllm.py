@@ -26,13 +26,14 @@ from rlvr_sweeps.guards import IS_MASKED_SHARE, LOGP_GAP, RolloutGuard, RunCheck
 
 @pytest.fixture(scope="module")
 def random_adapter(tiny_folder, tmp_path_factory) -> Path:
-    """A LoRA adapter (rank 64) with random B, so that it changes what the model writes."""
+    """A LoRA adapter with random B, so that it changes what the model writes; rank 24, which vLLM does not serve as
+    such: the engine is started at the next rank it accepts (32)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(tiny_folder),
-        LoraConfig(r=64, lora_alpha=128, target_modules="all-linear", task_type="CAUSAL_LM"),
+        LoraConfig(r=24, lora_alpha=48, target_modules="all-linear", task_type="CAUSAL_LM"),
     )
     torch.manual_seed(0)
     for name, param in model.named_parameters():
