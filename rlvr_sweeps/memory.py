@@ -290,9 +290,10 @@ def check_memory(
     return memory
 
 
-def this_device(memory_gb: float | None = None) -> Device | None:
+def this_device(memory_gb: float | None = None, machine_ram: bool = False) -> Device | None:
     """This machine's first GPU (free memory from torch.cuda.mem_get_info), or, with `memory_gb`
-    (guards.device_memory_gb), a device of that size in this machine's precision; None without either."""
+    (guards.device_memory_gb), a device of that size in this machine's precision; on a CPU, its RAM when
+    `machine_ram` (a preflight), else None."""
     import torch
 
     fused = trl_fuses_lm_head()
@@ -301,7 +302,8 @@ def this_device(memory_gb: float | None = None) -> Device | None:
         name = f"{'cuda' if cuda else 'cpu'} limited to {float(memory_gb):g} GB (guards.device_memory_gb)"
         return Device(name, float(memory_gb) * GB, float(memory_gb) * GB, cuda, fused)
     if not cuda:
-        return None
+        total, available = _meminfo("MemTotal"), _meminfo("MemAvailable")
+        return Device("this machine's RAM", total, available, False, fused) if machine_ram and total else None
     free, total = torch.cuda.mem_get_info(0)
     return Device(torch.cuda.get_device_name(0), float(total), float(free), True, fused)
 
@@ -374,6 +376,17 @@ class PeakMemory:
             "measured_reserved_gb": round(torch.cuda.max_memory_reserved() / GB, 3),
             "measured": "torch.cuda.max_memory_allocated (vLLM's colocated engine included)",
         }
+
+
+def _meminfo(key: str) -> float:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _proc_status(key: str) -> float:

@@ -119,7 +119,15 @@ def cached_folder(cache_dir: Path, model_cfg: DictConfig, build) -> Path:
     from filelock import FileLock
 
     spec = OmegaConf.to_container(model_cfg, resolve=True)
-    for key in ("dtype", "attn_implementation", "trust_remote_code", "path", "revision", "eval_max_new_tokens"):
+    for key in (
+        "dtype",
+        "attn_implementation",
+        "trust_remote_code",
+        "path",
+        "revision",
+        "eval_max_new_tokens",
+        "answer_tokens",
+    ):
         spec.pop(key, None)
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     target = cache_dir / "models" / f"{model_cfg.name}-{digest}"

@@ -41,8 +41,10 @@ class Benchmark:
 
 
 def benchmarks_from_config(eval_cfg: DictConfig) -> list[Benchmark]:
-    """The configured benchmarks, checked before any work starts."""
+    """The configured benchmarks, checked before any work starts; eval.max_problems, when set, keeps the first
+    problems of each (a fixed subset)."""
     benchmarks = []
+    cap = int(eval_cfg.max_problems) if eval_cfg.get("max_problems") else None
     for name, cfg in (eval_cfg.get("benchmarks") or {}).items():
         ks = tuple(int(k) for k in cfg.k)
         n = int(cfg.n)
@@ -61,7 +63,7 @@ def benchmarks_from_config(eval_cfg: DictConfig) -> list[Benchmark]:
         if int(cfg.max_new_tokens) < 1:
             raise UserError(f"eval.benchmarks.{name}.max_new_tokens={cfg.max_new_tokens}: give at least 1.")
         benchmarks.append(
-            Benchmark(name, cfg, n, ks, float(cfg.temperature), float(cfg.top_p), int(cfg.max_new_tokens))
+            Benchmark(name, cfg, n, ks, float(cfg.temperature), float(cfg.top_p), int(cfg.max_new_tokens), cap)
         )
     select_on = eval_cfg.get("select_on")
     if select_on and select_on not in {b.name for b in benchmarks}:
@@ -86,7 +88,8 @@ def selection_benchmark(eval_cfg: DictConfig, benchmarks: list[Benchmark]) -> Be
     ks = tuple(int(k) for k in (settings.get("k") or [1]))
     if max(ks) > n or min(ks) < 1:
         raise UserError(f"eval.selection: k={list(ks)} needs 1 <= k <= n={n}.")
-    max_problems = settings.get("max_problems")
+    limits = [int(limit) for limit in (settings.get("max_problems"), base.max_problems) if limit]
+    max_problems = min(limits) if limits else None
     max_new_tokens = int(settings.get("max_new_tokens") or base.max_new_tokens)
     if max_new_tokens < 1:
         raise UserError(f"eval.selection.max_new_tokens={max_new_tokens}: give at least 1.")

@@ -66,7 +66,11 @@ class PlannedRun:
     stop_window_s: float = 0.0
     """How long before a job's limit its stop signal must come: the slowest step, a save and the hand-over."""
     stop_window_measured: bool = False
-    """Whether stop_window_s comes from the step and save times of earlier runs (else budget.estimate)."""
+    """Whether stop_window_s comes from measured step and save times (else budget.estimate)."""
+    updates: int | None = None
+    """Optimizer updates the run gets in its training budget, at the measured (else estimated) step time."""
+    measured_by: str = ""
+    """Where the measured step times come from: "earlier runs of the sweep", "the sweep's preflight" or ""."""
 
 
 def slurm_job_alive(job_id: str | None) -> bool:
@@ -106,7 +110,8 @@ def model_summaries(sweep_dir: str | Path, model_name: str) -> list[dict]:
 
 def measured_throughput(sweep_dir: str | Path, model_name: str) -> dict[str, Throughput]:
     """Per benchmark, the throughput the sweep's earlier runs of this model measured (their baseline and
-    final evaluations, pooled: total tokens over total seconds); empty before any run evaluated."""
+    final evaluations, pooled: total tokens over total seconds); where no run evaluated a benchmark yet, what the
+    sweep's preflight of the model measured (rlvr_sweeps.preflight); empty before either."""
     tokens, seconds, completions, counts = {}, {}, {}, {}
     for summary in model_summaries(sweep_dir, model_name):
         for phase in ("baseline", "final"):
@@ -117,72 +122,141 @@ def measured_throughput(sweep_dir: str | Path, model_name: str) -> dict[str, Thr
                 seconds[name] = seconds.get(name, 0) + metrics["seconds"]
                 completions[name] = completions.get(name, 0) + metrics["problems"] * metrics["n"]
                 counts[name] = counts.get(name, 0) + 1
-    return {
+    found = {
         name: Throughput(tokens[name] / completions[name], tokens[name] / seconds[name], counts[name])
         for name in tokens
         if seconds[name] > 0 and completions[name] > 0
     }
+    preflight = preflight_measurements(sweep_dir, model_name) or {}
+    for name, bench in (preflight.get("evaluation") or {}).items():
+        if name not in found and bench.get("tokens_per_s"):
+            found[name] = Throughput(float(bench["completion_tokens"]), float(bench["tokens_per_s"]), 1)
+    return found
 
 
 HAND_OVER_S = 60  # after the last save: W&B finishes, submitit requeues, the job exits
 
 
-def measured_step_and_save_s(sweep_dir: str | Path, model_name: str) -> tuple[float, float] | None:
-    """The slowest step and the slowest mean checkpoint save that earlier runs of this model measured
-    (summary.json timings), or None before any run trained."""
-    steps, saves = [], []
+@dataclass(frozen=True)
+class StepTimes:
+    """A model's training step and checkpoint save, as a sweep's earlier runs or its preflight measured them."""
+
+    step_s: float
+    """A typical step (the mean after the first)."""
+    max_step_s: float
+    """The slowest step (the preflight's is one with every completion at full length)."""
+    save_s: float
+    """A checkpoint save."""
+    source: str
+    """"earlier runs of the sweep" or "the sweep's preflight"."""
+
+
+def measured_step_times(sweep_dir: str | Path, model_name: str) -> StepTimes | None:
+    """The step and save times of this model that earlier runs of the sweep measured (summary.json timings: the
+    slowest step, the slowest mean save), else its preflight's, else None."""
+    steps, means, saves = [], [], []
     for summary in model_summaries(sweep_dir, model_name):
         timings = summary.get("timings") or {}
         if timings.get("max_step_s"):
             steps.append(float(timings["max_step_s"]))
+            means.append(float(timings.get("mean_step_s") or timings["max_step_s"]))
             saves.append(float(timings.get("mean_checkpoint_save_s") or 0))
-    return (max(steps), max(saves)) if steps else None
+    if steps:
+        return StepTimes(sum(means) / len(means), max(steps), max(saves), "earlier runs of the sweep")
+    preflight = preflight_measurements(sweep_dir, model_name) or {}
+    if preflight.get("max_step_s"):
+        step = float(preflight.get("step_s") or preflight["max_step_s"])
+        return StepTimes(
+            step, float(preflight["max_step_s"]), float(preflight.get("save_s") or 0), "the sweep's preflight"
+        )
+    return None
 
 
 def stop_window_s(cfg: DictConfig, sweep_dir: str | Path) -> tuple[float, bool]:
     """Seconds a run needs between a stop signal (USR2 at a time limit) and the end of its job: finish the
-    step in flight, save it, hand over. From the steps and saves earlier runs of the sweep measured, else
-    from budget.estimate (step_s, save_s); True when measured."""
-    measured = measured_step_and_save_s(sweep_dir, str(cfg.model.name))
+    step in flight, save it, hand over. From the steps and saves earlier runs of the sweep (or its preflight)
+    measured, else from budget.estimate (step_s, save_s); True when measured."""
+    measured = measured_step_times(sweep_dir, str(cfg.model.name))
     if measured:
-        return measured[0] + measured[1] + HAND_OVER_S, True
+        return measured.max_step_s + measured.save_s + HAND_OVER_S, True
     estimate = cfg.budget.get("estimate") or {}
     return float(estimate.get("step_s") or 0) + float(estimate.get("save_s") or 0) + HAND_OVER_S, False
 
 
-def estimate_evaluation_s(cfg: DictConfig, measured: dict[str, Throughput] | None = None) -> float:
+def estimate_evaluation_s(
+    cfg: DictConfig,
+    measured: dict[str, Throughput] | None = None,
+    step_s: float | None = None,
+    max_problems: int | None = None,
+    phases: int | None = None,
+    checkpoints: float | None = None,
+) -> float:
     """Seconds of baseline + final evaluation of every benchmark, and of the selection evaluations
     (one per checkpoint): completions x tokens per completion / throughput. Tokens per completion and
-    throughput come from `measured` (earlier runs of the sweep, same model) where they exist, else from
-    budget.estimate; either way a completion is at most the benchmark's own max_new_tokens (each model's
-    limit, and the selection's own)."""
+    throughput come from `measured` (earlier runs of the sweep or its preflight, same model) where they exist;
+    else the model's documented answer length (model.answer_tokens) and budget.estimate's throughput; either
+    way a completion is at most the benchmark's own max_new_tokens (each model's limit, and the selection's own).
+    Checkpoints come from the training time over `step_s` (measured, else budget.estimate.step_s) x save_steps;
+    `max_problems`, `phases` and `checkpoints` replace the run's own (a preflight's few problems, one phase)."""
     estimate = cfg.budget.get("estimate") or {}
     assumed_tokens_per_s = float(estimate.get("eval_tokens_per_s") or 0)
     measured = measured or {}
     if assumed_tokens_per_s <= 0 and not measured:
         return 0.0
     benchmarks = benchmarks_from_config(cfg.eval)
+    assumed_tokens = cfg.model.get("answer_tokens") or estimate.get("completion_tokens")
 
     def seconds(benchmark) -> float:
         problems = int(
             benchmark.cfg.get("problems") or benchmark.cfg.get("size") or benchmark.cfg.get("max_samples") or 0
         )
-        problems = min(problems, benchmark.max_problems or problems)
+        problems = min(problems, benchmark.max_problems or problems, max_problems or problems)
         known = measured.get(benchmark.name)
-        per_completion = known.completion_tokens if known else estimate.get("completion_tokens")
+        per_completion = known.completion_tokens if known else assumed_tokens
         tokens = min(benchmark.max_new_tokens, int(per_completion or benchmark.max_new_tokens))
         tokens_per_s = known.tokens_per_s if known else assumed_tokens_per_s
         samples = 1 if benchmark.temperature == 0 else benchmark.n
         return problems * samples * tokens / tokens_per_s if tokens_per_s > 0 else 0.0
 
-    phases = int(bool(cfg.eval.baseline)) + int(bool(cfg.eval.final))
+    if phases is None:
+        phases = int(bool(cfg.eval.baseline)) + int(bool(cfg.eval.final))
     total = phases * sum(seconds(b) for b in benchmarks)
     selection = selection_benchmark(cfg.eval, benchmarks)
-    save_steps, step_s = cfg.trainer.get("save_steps"), float(estimate.get("step_s") or 0)
-    if selection is not None and save_steps and step_s > 0:
+    save_steps = cfg.trainer.get("save_steps")
+    step_s = step_s or float(estimate.get("step_s") or 0)
+    if checkpoints is None and save_steps and step_s > 0:
         checkpoints = float(cfg.budget.minutes) * 60 / (int(save_steps) * step_s)
+    if selection is not None and checkpoints:
         total += checkpoints * seconds(selection)
     return total
+
+
+def planned_updates(cfg: DictConfig, step_s: float | None) -> int | None:
+    """Optimizer updates a run gets in its training budget at `step_s` per step (budget.max_steps caps them)."""
+    step_s = step_s or float((cfg.budget.get("estimate") or {}).get("step_s") or 0)
+    if step_s <= 0:
+        return None
+    updates = int(float(cfg.budget.minutes) * 60 // step_s)
+    return min(updates, int(cfg.budget.max_steps)) if cfg.budget.get("max_steps") else updates
+
+
+def preflight_measurements(sweep_dir: str | Path, model_name: str) -> dict | None:
+    from .preflight import measurements
+
+    return measurements(sweep_dir, model_name)
+
+
+def preflight_job_minutes(cfg: DictConfig) -> int:
+    """The time limit a preflight job asks for (rlvr_sweeps.preflight): two start-ups (the requeued job's too),
+    its steps (one at full length) and saves, the requeue, and its evaluations of a few problems per benchmark
+    and of the selection benchmark at their full lengths, from budget.estimate and model.answer_tokens."""
+    from .preflight import PROBLEMS, REQUEUE_WAIT_MIN, STEPS
+
+    estimate = cfg.budget.get("estimate") or {}
+    step_s, save_s = float(estimate.get("step_s") or 0), float(estimate.get("save_s") or 0)
+    startup = float(estimate.get("startup_minutes") or 0)
+    evaluation = estimate_evaluation_s(cfg, max_problems=PROBLEMS, phases=1, checkpoints=1)
+    return math.ceil(2 * startup + REQUEUE_WAIT_MIN + ((STEPS + 1) * step_s + 2 * save_s + evaluation) / 60)
 
 
 def plan_run(
@@ -205,7 +279,8 @@ def plan_run(
     training_h = float(cfg.budget.minutes) / 60.0
     measured = measured_throughput(Path(run_dir).parent, str(cfg.model.name))
     known = {b.name for b in benchmarks_from_config(cfg.eval)} & set(measured)
-    evaluation_h = estimate_evaluation_s(cfg, measured) / 3600.0
+    steps = measured_step_times(Path(run_dir).parent, str(cfg.model.name))
+    evaluation_h = estimate_evaluation_s(cfg, measured, steps.step_s if steps else None) / 3600.0
     startup_min = float((cfg.budget.get("estimate") or {}).get("startup_minutes") or 0)
     window_s, window_measured = stop_window_s(cfg, Path(run_dir).parent)
     # the stop window too: a run that needs all its time would otherwise be signalled in its final evaluation
@@ -229,16 +304,89 @@ def plan_run(
         bool(known),
         window_s,
         window_measured,
+        planned_updates(cfg, steps.step_s if steps else None),
+        steps.source if steps else "",
     )
 
 
+def plan_preflight(cfg: DictConfig, run_dir: str | Path, overrides: list[str]) -> PlannedRun:
+    """The preflight job of the arm whose run folder is `run_dir` (rlvr_sweeps.preflight): skipped when it found the
+    arm ready or is still queued or running; its time limit and cost (one device for the whole job)."""
+    from .preflight import preflight_dir, read, status_line
+
+    folder = preflight_dir(run_dir)
+    record = read(folder)
+    alive = bool(record) and slurm_job_alive((record or {}).get("job"))
+    action, status = "run", "new" if record is None else ("done" if record.get("verdict") else "running")
+    note = status_line(record, alive) if record else ""
+    if record and (record.get("verdict") or {}).get("ready"):
+        action = "skip"
+    elif record and not record.get("verdict") and alive:
+        action = "skip"
+    minutes = preflight_job_minutes(cfg)
+    hours = minutes / 60
+    overrides = [o for o in overrides if not o.startswith("preflight=")]
+    window_s, window_measured = stop_window_s(cfg, Path(run_dir).parent)
+    return PlannedRun(
+        " ".join(overrides),
+        str(folder),
+        status,
+        action,
+        note,
+        str(cfg.budget.device),
+        hours,
+        0.0,
+        minutes,
+        1,
+        hours,
+        hours * float(cfg.budget.price_per_hour),
+        stop_window_s=window_s,
+        stop_window_measured=window_measured,
+    )
+
+
+def format_preflight_plan(runs: list[PlannedRun], all_runs: int) -> str:
+    todo = [r for r in runs if r.action == "run"]
+    lines = [f"Preflight: one job per model at its most memory-hungry arm of the sweep's {all_runs} runs"]
+    for run in runs:
+        job = f"{run.job_minutes // 60}:{run.job_minutes % 60:02d}"
+        note = f"  [{run.note}]" if run.note else ""
+        lines.append(f"{run.action:6} {run.status:8} {job:>6}  {run.overrides or '(defaults)':44} {run.run_dir}{note}")
+    hours = sum(r.device_hours for r in todo)
+    lines.append(
+        f"{len(todo)} preflight jobs to go: about {hours:.2f} {'/'.join(sorted({r.device for r in todo})) or '-'} "
+        f"device-hours, ${sum(r.cost_usd for r in todo):.2f} (job time = two start-ups, a few steps with one at full "
+        "length, two saves, a requeue and a few problems of each benchmark, from budget.estimate). Then plan the "
+        "sweep with dry_run=true: it estimates from what the preflight measured."
+    )
+    return "\n".join(lines)
+
+
+def preflight_lines(sweep_dir: str | Path) -> list[str]:
+    """One line per preflight of the sweep (its verdict or where it stands), and what it measured."""
+    from .preflight import FOLDER, format_measured, read, status_line
+
+    lines = []
+    for folder in sorted(Path(sweep_dir, FOLDER).glob("*/")):
+        record = read(folder)
+        if record is None:
+            continue
+        alive = slurm_job_alive(record.get("job"))
+        lines.append(
+            f"preflight {record.get('model')} ({' '.join(record.get('arm') or [])}): {status_line(record, alive)}"
+        )
+        lines += [f"    {line}" for line in format_measured(record)] if record.get("verdict") else []
+    return lines
+
+
 def format_plan(runs: list[PlannedRun]) -> str:
-    head = f"{'action':6} {'status':11} {'train h':>7} {'eval h':>6} {'job time':>8} {'jobs':>4}"
+    head = f"{'action':6} {'status':11} {'train h':>7} {'eval h':>6} {'updates':>7} {'job time':>8} {'jobs':>4}"
     lines = [f"{head}  {'overrides':44} folder / note"]
     for run in runs:
         job = f"{run.job_minutes // 60}:{run.job_minutes % 60:02d}"
         eval_h = f"{run.evaluation_hours:.2f}" + ("m" if run.measured else "")
-        cost = f"{run.training_hours:7.2f} {eval_h:>6} {job:>8} {run.jobs:>4}"
+        updates = "-" if run.updates is None else f"{run.updates}" + ("m" if run.measured_by else "")
+        cost = f"{run.training_hours:7.2f} {eval_h:>6} {updates:>7} {job:>8} {run.jobs:>4}"
         note = f"  [{run.note}]" if run.note else ""
         lines.append(f"{run.action:6} {run.status:11} {cost}  {run.overrides or '(defaults)':44} {run.run_dir}{note}")
     todo = [r for r in runs if r.action == "run"]
@@ -250,12 +398,13 @@ def format_plan(runs: list[PlannedRun]) -> str:
     )
     lines.append(
         "train h = the budget (training only); eval h = baseline, selection and final evaluation, estimated "
-        "from budget.estimate (m: from the throughput earlier runs of this sweep measured) and not counted in "
-        "the budget; job time = start-up + both + the stop window, per SLURM job (h:mm)"
+        "from budget.estimate and model.answer_tokens (m: from what earlier runs of this sweep, or its preflight, "
+        "measured) and not counted in the budget; updates = optimizer steps in the budget at the step time (m: "
+        "measured); job time = start-up + both + the stop window, per SLURM job (h:mm)"
     )
     if todo:
         window = max(todo, key=lambda r: r.stop_window_s)
-        source = "measured by earlier runs of the sweep" if window.stop_window_measured else "budget.estimate"
+        source = f"measured by {window.measured_by}" if window.stop_window_measured else "budget.estimate"
         lines.append(
             f"stop window: {window.stop_window_s:.0f} s = the slowest step + a save + {HAND_OVER_S} s to hand over "
             f"({source}); the SLURM launcher signals (USR2) that long before a job's limit unless "
@@ -320,11 +469,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m rlvr_sweeps.sweep <sweep folder, e.g. runs/default>", file=sys.stderr)
         return 2
-    summaries = sweep_status(args[0])
-    if not summaries:
+    summaries, preflights = sweep_status(args[0]), preflight_lines(args[0])
+    if not summaries and not preflights:
         print(f"No runs in {args[0]}", file=sys.stderr)
         return 1
-    print(format_status(summaries))
+    if summaries:
+        print(format_status(summaries))
+    if preflights:
+        print("\n".join(preflights))
     return 1 if any(s.get("status") == "failed" for s in summaries) else 0
 
 

@@ -43,6 +43,7 @@ from .memory import (
 )
 from .models import eos_token_ids, load_model, model_folder
 from .preemption import GracefulStop, StepAborted
+from .preflight_job import Preflight
 from .record_callbacks import CheckpointMarker, MetricsCallback
 from .rewards import build_reward_functions, make_verifier
 from .run_record import (
@@ -68,7 +69,20 @@ warnings.filterwarnings("ignore", message=".*(is_)?gradient_checkpointing.* is d
 
 def train(cfg: DictConfig) -> dict:
     use_expandable_segments(sleep_mode=bool(cfg.generation.get("vllm_enable_sleep_mode")))  # before CUDA allocates
-    identity = run_identity()
+    identity, preflight = run_identity(), None
+    if cfg.get("preflight") and not cfg.dry_run:  # a short, measured run of this arm in <sweep>/preflight/
+        preflight, identity = Preflight.start(cfg, identity)
+    try:
+        if preflight is not None:
+            preflight.check_hub(cfg)
+        return train_run(cfg, identity, preflight)
+    except Exception as err:
+        if preflight is not None:
+            preflight.failed(err, RunRecord(identity.run_dir).read_summary())
+        raise
+
+
+def train_run(cfg: DictConfig, identity: RunIdentity, preflight: Preflight | None) -> dict:
     record = RunRecord(identity.run_dir)
     hardware = detect_hardware()
     if cfg.dry_run:  # a plan trains nothing: checked against the budget's device, on any machine
@@ -95,13 +109,23 @@ def train(cfg: DictConfig) -> dict:
     peak = PeakMemory(hardware.has_cuda)
     peak.start()
     with Attempt(record, meter) as attempt:
-        run = build_run(cfg, config, record, identity, hardware, meter, resume, attempt)
+        run = build_run(cfg, config, record, identity, hardware, meter, resume, attempt, preflight)
         run.peak = peak
         baseline = evaluate_baseline(run, resume)
         if train_within_budget(run, resume):
-            return finish(run, baseline)
+            summary = finish(run, baseline)
+            if preflight is not None:
+                preflight.attempt_ended(run)
+                preflight.finished(summary, record.dir)
+            return summary
         summary = interrupted(run)
-    run.graceful.hand_over()  # saved and W&B finished: the scheduler's glue (submitit) may requeue the job and exit
+        if preflight is not None:
+            preflight.attempt_ended(run)
+    # saved and W&B finished: the scheduler's glue (submitit) may requeue the job and exit
+    if preflight is not None:
+        preflight.hand_over(run.graceful)  # a refused requeue is the preflight's verdict
+    else:
+        run.graceful.hand_over()
     return summary
 
 
@@ -184,7 +208,7 @@ def fit_memory(cfg: DictConfig) -> MemoryFit | None:
     """guards.memory, before loading (a run that cannot fit stops now, not hours in): on a GPU, or on a device of
     guards.device_memory_gb, the estimate for the installed TRL against the free memory. When the configured
     micro-batch does not fit, the largest that does at the same completions per update replaces it in cfg.trainer."""
-    device = this_device(cfg.guards.get("device_memory_gb"))
+    device = this_device(cfg.guards.get("device_memory_gb"), machine_ram=bool(cfg.get("preflight")))
     if not cfg.guards.memory or device is None:
         return None
     shape = model_shape(cfg.model, cfg.paths.cache)
@@ -192,7 +216,7 @@ def fit_memory(cfg: DictConfig) -> MemoryFit | None:
     if memory.changed:
         apply_split(cfg.trainer, memory.chosen)
         log.warning(
-            "Memory: %s completions per micro-batch would need about %.1f GB, more than the %.1f GB free on %s; "
+            "Memory: %s completions per micro-batch would need about %.2f GB, more than the %.2f GB free on %s; "
             "training at %s (trainer.per_device_train_batch_size x gradient_accumulation_steps), the same %d "
             "completions per update.",
             memory.requested.per_device_train_batch_size,
@@ -277,6 +301,7 @@ def build_run(
     meter: BudgetMeter,
     resume: Resume,
     attempt: Attempt,
+    preflight: Preflight | None = None,
 ) -> Run:
     tracking = start_tracking(
         cfg.logger,
@@ -363,13 +388,13 @@ def build_run(
                 for step, score in (resume.earlier("eval", "checkpoints") or {}).items()
                 if int(step) <= resume.step
             },
-            on_result=lambda step, result: record.update_summary(
-                eval={**(record.read_summary() or {}).get("eval", {}), "checkpoints": selection.scores}
-            ),
+            on_result=lambda step, result: record_selection(record, selection, step, result),
             stopping=lambda: graceful.stopping,
             abandonable=graceful.abandonable,
         )
         trainer.add_callback(selection)
+    if preflight is not None:  # before the stop handler: it sends the signal that handler then acts on
+        preflight.add_to(trainer, graceful)
     trainer.add_callback(graceful)
     budget_callback = BudgetCallback(
         meter,
@@ -411,6 +436,13 @@ def build_run(
         pissa_initial,
         {"setup_s": round(time.monotonic() - started, 3)},
     )
+
+
+def record_selection(record: RunRecord, selection: CheckpointSelection, step: int, result: dict) -> None:
+    """A checkpoint's selection score, and its evaluation's metrics (what it cost: the plan and the preflight)."""
+    earlier = (record.read_summary() or {}).get("eval", {})
+    metrics = {**earlier.get("checkpoint_metrics", {}), str(step): result}
+    record.update_summary(eval={**earlier, "checkpoints": selection.scores, "checkpoint_metrics": metrics})
 
 
 def evaluate_baseline(run: Run, resume: Resume) -> dict | None:
@@ -499,6 +531,7 @@ def finish(run: Run, baseline: dict | None) -> dict:
         eval={
             **{k: v for k, v in results.items() if v},
             "checkpoints": run.selection.scores if run.selection else {},
+            "checkpoint_metrics": ((run.record.read_summary() or {}).get("eval") or {}).get("checkpoint_metrics", {}),
             "selected_step": selected_step,
         },
         metrics=flat_metrics(results),

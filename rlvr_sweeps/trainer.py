@@ -6,6 +6,7 @@ unchanged; the few fields other groups own are filled in here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 
@@ -79,6 +80,7 @@ class RLVRTrainer(GRPOTrainer):
     def __init__(self, *args, on_generated_tokens=None, merge_lora_for_rollouts: bool = True, **kwargs):
         self._on_generated_tokens = on_generated_tokens
         self._merge_lora_for_rollouts = merge_lora_for_rollouts
+        self.full_length_steps: set[int] = set()  # optimizer steps whose rollouts all run to max_completion_length
         super().__init__(*args, **kwargs)
         if getattr(self, "vllm_generation", None) is not None:
             from .vllm_backend import bridge_cpu_weight_sync, exact_weight_sync
@@ -101,11 +103,42 @@ class RLVRTrainer(GRPOTrainer):
         return output
 
     def _generate(self, prompts: list):
-        output = super()._generate(prompts)
+        forced = self.model.training and self.state.global_step + 1 in self.full_length_steps
+        with self._full_length() if forced else contextlib.nullcontext():
+            output = super()._generate(prompts)
         completion_ids = output[1]
         if self._on_generated_tokens is not None and self.model.training:
             self._on_generated_tokens(sum(len(ids) for ids in completion_ids))
         return output
+
+    @contextlib.contextmanager
+    def _full_length(self):
+        """Every completion of this generation runs to max_completion_length (its end-of-sequence token held back):
+        the memory worst case of the step, which a real run meets only when one rollout of a micro-batch runs long.
+        The minimum goes where each rollout path reads its sampling settings: vLLM's SamplingParams, or the
+        transformers GenerationConfig and the generation kwargs TRL passes beside it."""
+        length = int(self.max_completion_length)
+        vllm = getattr(self, "vllm_generation", None)
+        if self.use_vllm and vllm is not None:
+            saved = dict(vllm.generation_kwargs)
+            vllm.generation_kwargs["min_tokens"] = length
+            try:
+                yield
+            finally:
+                vllm.generation_kwargs.clear()
+                vllm.generation_kwargs.update(saved)
+            return
+        saved_config, saved_kwargs = self.generation_config.min_new_tokens, dict(self.generation_kwargs or {})
+        self.generation_config.min_new_tokens = length
+        if self.generation_kwargs is not None:
+            self.generation_kwargs["min_new_tokens"] = length
+        try:
+            yield
+        finally:
+            self.generation_config.min_new_tokens = saved_config
+            if self.generation_kwargs is not None:
+                self.generation_kwargs.clear()
+                self.generation_kwargs.update(saved_kwargs)
 
 
 def load_checkpoint_weights(model, checkpoint) -> None:

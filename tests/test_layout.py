@@ -57,6 +57,7 @@ CONTROL_PLANE = (
     "hydra_plugins.rlvr_sweeps_launcher.launcher",
     "analysis.__main__",
     "rlvr_sweeps.wandb_server",  # imported when the analysis reads from or saves to W&B
+    "rlvr_sweeps.preflight",  # the launcher picks the preflight arms; the plan reads preflight.json
 )
 TRAINING_STACK = ("torch", "transformers", "trl", "peft", "datasets", "vllm")
 

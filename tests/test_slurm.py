@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,9 +54,9 @@ def sweep(tmp_path, model_cache, slurm_conf):
     }
     env.pop("WANDB_API_KEY", None)
 
-    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    def run(*args: str, timeout: float = 600, base=SMALL) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, str(ROOT / "launch.py"), "-m", *SMALL, *args],
+            [sys.executable, str(ROOT / "launch.py"), "-m", *base, *args],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -242,3 +243,56 @@ def test_a_sweep_for_offline_compute_nodes_submits_only_what_its_cache_holds(swe
     assert "Not submitted" in refused.stderr and "HuggingFaceH4/aime_2024 (eval=aime24)" in refused.stderr
     assert "hf download HuggingFaceH4/aime_2024 --repo-type dataset" in refused.stderr
     assert "submitted" not in refused.stdout and not (sweep.runs / "offline_missing" / ".submitit").exists()
+
+
+PREFLIGHT_SWEEP = (
+    "lora.rank=8,64",
+    "data=sums",
+    "eval=[sums_heldout]",
+    "eval.select_on=sums_heldout",
+    "trainer.max_completion_length=16",
+    "logger=none",
+)
+
+
+def test_a_preflight_measures_each_model_on_the_cluster_and_the_next_plan_uses_it(sweep):
+    """preflight=true on a 2-model x 2-rank sweep: one job per model at its largest rank, each through the time-limit
+    path for real (USR2 from SLURM, requeue, the resumed job in the same folder), every field measured; a relaunch
+    skips them with their verdicts, and the sweep's plan estimates from them."""
+    two_models = tuple(o if not o.startswith("model=") else "model=tiny,tiny_math" for o in SMALL)
+    args = ("name=pre", *PREFLIGHT_SWEEP)
+    submitted = sweep(*args, "preflight=true", base=two_models)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "2 preflight jobs queued" in submitted.stdout and "of the sweep's 4 runs" in submitted.stdout
+
+    def verdicts(name: str, count: int):
+        found = [json.loads(p.read_text()) for p in (sweep.runs / name / "preflight").glob("*/preflight.json")]
+        done = [r for r in found if r.get("verdict")]
+        return done if len(done) == count else None
+
+    records = wait_for(lambda: verdicts("pre", 2), 600, "both preflights to end")
+    assert sorted(r["model"] for r in records) == ["tiny", "tiny_math"]
+    estimate = {"step_s": 7, "save_s": 2, "tokens_per_s": 125}  # budget=smoke's assumptions: none is reported
+    for record in records:
+        assert record["verdict"] == {"ready": True, "causes": [], "notes": []}, record["verdict"]
+        assert "lora.rank=64" in record["arm"]  # the model's most memory-hungry arm
+        measured = record["measured"]
+        assert measured["attempts"] == 2 and measured["signal_to_resumed_step_s"] > 0  # requeued by SLURM
+        assert record["requeue"]["how"].startswith("scancel --signal=USR2") and record["requeue"]["received_after_s"]
+        for key in ("step_s", "max_step_s", "full_length_step_s", "save_s", "checkpoint_gb", "requeue_wait_s"):
+            assert measured[key] > 0 and measured[key] not in estimate.values(), key
+        memory = measured["memory"]
+        assert memory["full_length"] and memory["completion_tokens"] == 16 and memory["peak_gb"] > 0
+        assert memory["estimate_gb"] > 0
+        for bench in (measured["evaluation"]["sums_heldout"], measured["selection"]):
+            assert bench["tokens_per_s"] > 0 and 0 < bench["completion_tokens"] <= 16
+            assert bench["tokens_per_s"] != estimate["tokens_per_s"]
+
+    again = sweep(*args, "preflight=true", base=two_models)
+    assert again.returncode == 0 and "0 preflight jobs to go" in again.stdout and "submitted" not in again.stdout
+    assert again.stdout.count("READY") >= 2
+    plan = sweep(*args, "dry_run=true", base=two_models)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    rows = [line for line in plan.stdout.splitlines() if line.startswith("run ")]
+    assert len(rows) == 4 and all(re.search(r" \d+\.\d+m +\d+m ", row) for row in rows)  # eval h, updates
+    assert "measured by the sweep's preflight" in plan.stdout

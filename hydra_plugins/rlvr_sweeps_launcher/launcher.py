@@ -32,6 +32,12 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLaunche
 log = logging.getLogger(__name__)
 
 
+NO_PREFLIGHT = (
+    "No preflight in this sweep yet: the estimates above are assumptions (budget.estimate, model.answer_tokens). "
+    "Measure them on this cluster first with the same command and preflight=true (one short job per model)."
+)
+
+
 class _SweepLauncherMixin:
     def __init__(self, wait: bool = True, max_time_min: int | None = None, **params: Any) -> None:
         super().__init__(**params)
@@ -39,25 +45,33 @@ class _SweepLauncherMixin:
         self.max_time_min = int(max_time_min) if max_time_min else None
 
     def _plan(self, job_overrides: Sequence[Sequence[str]]):
+        """The plan of every job, or with preflight=true, of one preflight job per model (rlvr_sweeps.preflight):
+        (the jobs' overrides, their plans, dry_run, the Hub items they load, preflight)."""
         from rlvr_sweeps.hub import required_items
-        from rlvr_sweeps.sweep import plan_run
+        from rlvr_sweeps.preflight import hungriest_arms
+        from rlvr_sweeps.sweep import plan_preflight, plan_run
 
-        plans, dry_run, hub_items = [], False, []
-        cap = self.params.get("timeout_min") or self.max_time_min
+        arms = []
         for overrides in job_overrides:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             HydraConfig.instance().set_config(config)  # resolves ${hydra:...} in the folder name
             run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
-            plans.append(
-                plan_run(
-                    config, run_dir, [o for o in filter_overrides(overrides) if not o.startswith("dry_run=")], cap
-                )
-            )
-            if plans[-1].action == "run":
-                hub_items += required_items(config)
-            dry_run = dry_run or bool(config.dry_run)
+            shown = [o for o in filter_overrides(overrides) if not o.startswith("dry_run=")]
+            arms.append((overrides, config, run_dir, shown))
         HydraConfig.instance().set_config(self.config)
-        return plans, dry_run, hub_items
+        preflight = any(bool(config.get("preflight")) for _, config, _, _ in arms)
+        self.sweep_size = len(arms)
+        if preflight:
+            arms = [arms[i] for i in hungriest_arms([(a[0], a[1]) for a in arms])]
+        cap = self.params.get("timeout_min") or self.max_time_min
+        plans, hub_items = [], []
+        for _, config, run_dir, shown in arms:
+            plan = plan_preflight(config, run_dir, shown) if preflight else plan_run(config, run_dir, shown, cap)
+            plans.append(plan)
+            if plan.action == "run":
+                hub_items += required_items(config)
+        dry_run = any(bool(config.dry_run) for _, config, _, _ in arms)
+        return [a[0] for a in arms], plans, dry_run, hub_items, preflight
 
     def _executor(self, plans):
         import submitit
@@ -84,10 +98,15 @@ class _SweepLauncherMixin:
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from rlvr_sweeps.hub import prepare
-        from rlvr_sweeps.sweep import format_plan
+        from rlvr_sweeps.sweep import format_plan, format_preflight_plan, preflight_lines
 
-        plans, dry_run, hub_items = self._plan(job_overrides)
-        print(format_plan(plans), flush=True)
+        job_overrides, plans, dry_run, hub_items, preflight = self._plan(job_overrides)
+        sweep_dir = str(self.config.hydra.sweep.dir)
+        if preflight:
+            print(format_preflight_plan(plans, self.sweep_size), flush=True)
+        else:
+            print(format_plan(plans), flush=True)
+            print("\n".join(preflight_lines(sweep_dir) or [NO_PREFLIGHT]), flush=True)
         prepare(hub_items, dry_run=dry_run, log=lambda line: print(line, flush=True))  # compute nodes: no network
         returns = [
             JobReturn(
@@ -113,10 +132,15 @@ class _SweepLauncherMixin:
         for i, job in zip(todo, jobs):
             print(f"submitted {job.job_id}: {plans[i].overrides or '(defaults)'} -> {plans[i].run_dir}", flush=True)
         if not self.wait:
+            follow = (
+                "relaunch this command (or `python -m rlvr_sweeps.sweep "
+                f"{sweep_dir}`) for their verdicts, then plan the sweep with dry_run=true"
+                if preflight
+                else f"each run's W&B run is named by its overrides, in group {self.config.name!r}"
+            )
             print(
-                f"{len(jobs)} jobs queued; follow them with `squeue` and `python -m rlvr_sweeps.sweep "
-                f"{self.config.hydra.sweep.dir}`; each run's W&B run is named by its overrides, "
-                f"in group {self.config.name!r}.",
+                f"{len(jobs)} {'preflight ' if preflight else ''}jobs queued; follow them with `squeue` and "
+                f"`python -m rlvr_sweeps.sweep {sweep_dir}`; {follow}.",
                 flush=True,
             )
             for i, job in zip(todo, jobs):
@@ -132,7 +156,27 @@ class _SweepLauncherMixin:
                 job.results()
             except Exception as err:  # noqa: BLE001 - submitit's FailedJobError, a killed job...
                 job_errors[plans[i].run_dir] = f"job {job.job_id}: {str(err).strip().splitlines()[-1]}"
+        if preflight:
+            return self._report_preflight(plans, sweep_dir)
         return self._report(plans, job_errors)
+
+    def _report_preflight(self, plans, sweep_dir: str) -> list:
+        from rlvr_sweeps.errors import UserError
+        from rlvr_sweeps.preflight import read
+        from rlvr_sweeps.sweep import preflight_lines
+
+        print("\n".join(preflight_lines(sweep_dir)), flush=True)
+        records = [read(plan.run_dir) or {} for plan in plans]
+        waiting = [plan for plan, record in zip(plans, records) if not (record.get("verdict") or {}).get("ready")]
+        if waiting:
+            raise UserError(
+                f"{len(waiting)} of {len(plans)} preflights are not ready; their causes and fixes are listed above "
+                f"(and in each preflight.json). Fix them and relaunch with preflight=true."
+            )
+        return [
+            JobReturn(overrides=p.overrides.split(), status=JobStatus.COMPLETED, _return_value=r)
+            for p, r in zip(plans, records)
+        ]
 
     def _report(self, plans, job_errors: dict) -> list:
         from rlvr_sweeps.errors import UserError
