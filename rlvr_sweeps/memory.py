@@ -38,8 +38,8 @@ ALLOC_CONF = "expandable_segments:True"
 FUSED_TOKEN_TILE, FUSED_VOCAB_TILE = 4096, 32768  # trl/kernels/chunked_logprob.py: TOKEN_CHUNK_SIZE, chunk_size
 # float32 tiles alive at once. CUDA: the bf16 tile buffer, in-place Triton folds, fp32 products (about 1.5; 4 kept as
 # margin). The torch fallback (CPU): the buffer, then z, log p, p, the gradient, the target mask and its products of
-# _backward_tile (8.6 measured: BENCHMARKS.md).
-FUSED_TILES = {True: 4, False: 9}
+# _backward_tile (8.6 measured, BENCHMARKS.md; 10 kept as margin).
+FUSED_TILES = {True: 4, False: 10}
 LOGITS_COPIES = 4  # float32 (micro-batch x completion x vocabulary) copies at TRL 1.13's peak (module docstring)
 # Losses whose gradient does not depend on how a generation batch is cut into micro-batches (TRL normalizes them
 # over the generation batch or per sequence; tests/test_memory.py checks it): only these may be split to fit.
@@ -379,25 +379,23 @@ class PeakMemory:
 
 
 def _meminfo(key: str) -> float:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0.0
+    return _proc_kib("/proc/meminfo", key, 0.0)
 
 
 def _proc_status(key: str) -> float:
+    return _proc_kib("/proc/self/status", key, math.nan)
+
+
+def _proc_kib(path: str, key: str, missing: float) -> float:
+    """Bytes of a `key: N kB` line of a /proc file."""
     try:
-        with open("/proc/self/status") as handle:
+        with open(path) as handle:
             for line in handle:
                 if line.startswith(key + ":"):
                     return float(line.split()[1]) * 1024
     except OSError:
         pass
-    return math.nan
+    return missing
 
 
 def use_expandable_segments(environ=os.environ, sleep_mode: bool = False) -> str | None:

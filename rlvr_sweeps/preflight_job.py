@@ -239,8 +239,8 @@ def shorten(cfg: DictConfig) -> None:
     selection) on PROBLEMS problems, no baseline; the W&B run in its own group."""
     with open_dict(cfg):
         cfg.budget.max_steps = STEPS
-        cfg.trainer.save_steps = SAVE_STEPS
-        cfg.eval.baseline = False
+        cfg.trainer.save_strategy, cfg.trainer.save_steps = "steps", SAVE_STEPS
+        cfg.eval.baseline, cfg.eval.final = False, True
         cfg.eval.max_problems = PROBLEMS
         cfg.name = f"{cfg.name}-preflight"
 

@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# On a cluster, run the preflight first (README, "First, let the cluster measure itself"): the same sweep command
+# with preflight=true measures memory, step, save, requeue and evaluation on your own nodes. This script is the
+# project's own check of a GPU machine without SLURM, vLLM or network:
 # The GPU checks of the study path, in one command, without network:
 #   1. GRPO steps with merged rollouts at LoRA ranks 8 and 256 (and DoRA at 256) on the Qwen2.5-1.5B shape
 #      in bf16 (random weights, the GPU baseline's workload: 2 prompts x 8 completions of 512 tokens after
@@ -70,8 +73,7 @@ else
   guards_status=FAILED; echo "healthy run: FAILED, $(tail -1 "$OUT/guards_healthy.log")"
 fi
 if "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-  refused=$(RLVR_SWEEPS_RUNS="$RUNS" "$PYTHON" launch.py "${GUARDED[@]}" trainer.per_device_train_batch_size=65536 \
-    trainer.num_generations=8 2>&1 | grep -o 'This run would need about [0-9.]* GB[^(]*' || true)
+  refused=$(RLVR_SWEEPS_RUNS="$RUNS" "$PYTHON" launch.py "${GUARDED[@]}" guards.device_memory_gb=1 2>&1 | grep -o 'This run would need about [0-9.]* GB[^(]*' || true)
   [[ -n $refused ]] && echo "memory guard trips: $refused" || { guards_status=FAILED; echo "memory guard: did NOT trip"; }
   if [[ $MODEL == qwen1_5b_shape ]]; then  # the estimate beside the peaks step 1 measured
     "$PYTHON" benchmarks/memory_estimate.py --prompt-tokens "$PROMPT_TOKENS" --gpu-gb "$("$PYTHON" -c \

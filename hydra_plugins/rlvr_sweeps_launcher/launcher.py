@@ -161,25 +161,22 @@ class _SweepLauncherMixin:
         return self._report(plans, job_errors)
 
     def _report_preflight(self, plans, sweep_dir: str) -> list:
-        from rlvr_sweeps.errors import UserError
         from rlvr_sweeps.preflight import read
         from rlvr_sweeps.sweep import preflight_lines
 
         print("\n".join(preflight_lines(sweep_dir)), flush=True)
         records = [read(plan.run_dir) or {} for plan in plans]
         waiting = [plan for plan, record in zip(plans, records) if not (record.get("verdict") or {}).get("ready")]
-        if waiting:
-            raise UserError(
-                f"{len(waiting)} of {len(plans)} preflights are not ready; their causes and fixes are listed above "
-                f"(and in each preflight.json). Fix them and relaunch with preflight=true."
-            )
-        return [
-            JobReturn(overrides=p.overrides.split(), status=JobStatus.COMPLETED, _return_value=r)
-            for p, r in zip(plans, records)
-        ]
+        return _returns(
+            plans,
+            records,
+            f"{len(waiting)} of {len(plans)} preflights are not ready; their causes and fixes are listed above "
+            f"(and in each preflight.json). Fix them and relaunch with preflight=true."
+            if waiting
+            else None,
+        )
 
     def _report(self, plans, job_errors: dict) -> list:
-        from rlvr_sweeps.errors import UserError
         from rlvr_sweeps.run_record import RunRecord
         from rlvr_sweeps.sweep import format_status
 
@@ -191,15 +188,26 @@ class _SweepLauncherMixin:
             summaries.append(summary)
         print(format_status(summaries), flush=True)
         failed = [s for s in summaries if s.get("status") != "completed"]
-        if failed:
-            raise UserError(
-                f"{len(failed)} of {len(plans)} runs did not complete; their errors are listed above and "
-                f"kept in each run's summary.json. Relaunching the sweep retries them."
-            )
-        return [
-            JobReturn(overrides=p.overrides.split(), status=JobStatus.COMPLETED, _return_value=s)
-            for p, s in zip(plans, summaries)
-        ]
+        return _returns(
+            plans,
+            summaries,
+            f"{len(failed)} of {len(plans)} runs did not complete; their errors are listed above and "
+            f"kept in each run's summary.json. Relaunching the sweep retries them."
+            if failed
+            else None,
+        )
+
+
+def _returns(plans, values: list, refusal: str | None) -> list:
+    """What the jobs returned, to Hydra; or, when some did not end as they should, the one-line refusal."""
+    from rlvr_sweeps.errors import UserError
+
+    if refusal:
+        raise UserError(refusal)
+    return [
+        JobReturn(overrides=p.overrides.split(), status=JobStatus.COMPLETED, _return_value=v)
+        for p, v in zip(plans, values)
+    ]
 
 
 class SlurmSweepLauncher(_SweepLauncherMixin, SlurmLauncher):
