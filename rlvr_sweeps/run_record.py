@@ -111,9 +111,28 @@ class RunRecord:
         self.summary_path = self.dir / "summary.json"
         self.checkpoints_dir = self.dir / "checkpoints"
         self.final_dir = self.dir / "final"
+        self.submission_path = self.dir / "submission.json"
 
     def write_config(self, config: dict) -> None:
         atomic_write(self.config_path, yaml.safe_dump(scrub_secrets(config), sort_keys=False))
+
+    def record_submission(self, job_id: str) -> None:
+        """The scheduler's job for this run, written by the launcher when it submits (before the job starts and
+        writes anything): a relaunch recognizes a run whose job is still pending."""
+        atomic_write(self.submission_path, json.dumps({"job_id": str(job_id), "submitted_at": now_iso()}) + "\n")
+
+    def read_submission(self) -> dict:
+        try:
+            return json.loads(self.submission_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def read_config(self) -> dict | None:
+        try:
+            loaded = yaml.safe_load(self.config_path.read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        return loaded if isinstance(loaded, dict) else None
 
     def read_summary(self) -> dict | None:
         try:
@@ -252,6 +271,82 @@ class Resume:
     def earlier(self, section: str, key: str, default=None):
         """A value recorded by an earlier attempt that this attempt continues (only when resuming)."""
         return (self.prior.get(section) or {}).get(key, default) if self.checkpoint else default
+
+
+# Settings that do not change what a run trains or measures (where it is written, how it is logged and watched, how
+# fast it evaluates): they may differ between the attempts of one run, and between the runs of one table. Every
+# other key must be the same when a run resumes. The micro-batch and accumulation are compared as the completions
+# per update and per generation they make (guards.memory may fit another split on another node).
+NOT_RESULT_KEYS = (
+    "name",
+    "dry_run",
+    "preflight",
+    "logger",
+    "paths",
+    "guards",
+    "eval.batch_size",
+    "eval.save_text",
+    "eval.vllm_gpu_memory_utilization",
+    "eval.vllm_max_model_len",
+    "trainer.logging_steps",
+    "trainer.save_total_limit",
+    "trainer.log_completions",
+    "generation.vllm_gpu_memory_utilization",
+    "generation.vllm_enable_sleep_mode",
+)
+SPLIT_KEYS = (
+    "trainer.per_device_train_batch_size",
+    "trainer.gradient_accumulation_steps",
+    "trainer.steps_per_generation",
+)
+
+
+def result_settings(config: dict) -> dict:
+    """A saved config as dotted keys, without the keys that do not change the result; the split as the completions
+    per update and per generation it makes."""
+    flat = flatten_config(config)
+    micro = flat.get("trainer.per_device_train_batch_size")
+    accumulation = flat.get("trainer.gradient_accumulation_steps")
+    if isinstance(micro, int) and isinstance(accumulation, int):
+        flat["trainer.completions_per_update"] = micro * accumulation
+        flat["trainer.completions_per_generation"] = micro * (flat.get("trainer.steps_per_generation") or accumulation)
+    return {
+        key: value
+        for key, value in flat.items()
+        if key not in SPLIT_KEYS and not any(key == k or key.startswith(k + ".") for k in NOT_RESULT_KEYS)
+    }
+
+
+def flatten_config(tree, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in (tree or {}).items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(saved: dict, now: dict) -> list[tuple[str, object, object]]:
+    """The result-changing settings whose values differ between two saved configs (a key one of them lacks counts
+    as null: a setting added to the project since)."""
+    before, after = result_settings(saved), result_settings(now)
+    return [
+        (key, before.get(key), after.get(key))
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    ]
+
+
+def mixed_versions(attempts: list[dict]) -> dict[str, list[str]]:
+    """The packages (and the project's git commit) whose versions differ between the attempts of one run."""
+    seen: dict[str, list[str]] = {}
+    for attempt in attempts:
+        values = {**(attempt.get("versions") or {}), "git_commit": attempt.get("git_commit")}
+        for name, version in values.items():
+            if version and str(version) not in seen.setdefault(name, []):
+                seen[name].append(str(version))
+    return {name: versions for name, versions in seen.items() if len(versions) > 1}
 
 
 FLAT_SECTIONS = ("model", "lora", "budget", "timings", "train")

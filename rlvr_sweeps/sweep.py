@@ -265,13 +265,16 @@ def plan_run(
     """What relaunching this run does (completed runs and runs alive in SLURM are skipped), and its cost. A plan
     is about the whole run, so it takes the root config; it reads budget.minutes, .device, .price_per_hour and
     .estimate, model.name, trainer.save_steps and eval.* (benchmarks, baseline, final, the selection)."""
-    summary = RunRecord(run_dir).read_summary() or {}
+    record = RunRecord(run_dir)
+    summary, submitted = record.read_summary() or {}, record.read_submission().get("job_id")
     status = summary.get("status", "new")
     action, note = "run", ""
     if status == "completed":
         action, note = "skip", f"completed ({summary.get('stop_reason')})"
     elif status in {"running", "interrupted"} and slurm_job_alive(summary.get("slurm_job_id")):
         action, note = "skip", f"alive as SLURM job {summary['slurm_job_id']}"
+    elif slurm_job_alive(submitted):  # submitted by an earlier launch, pending or starting: nothing written yet
+        action, note = "skip", f"queued as SLURM job {submitted}"
     elif status == "failed":
         note = "retry after failure: " + _first_line(summary.get("error"))
     elif status in {"running", "interrupted"}:
@@ -316,13 +319,13 @@ def plan_preflight(cfg: DictConfig, run_dir: str | Path, overrides: list[str]) -
 
     folder = preflight_dir(run_dir)
     record = read(folder)
-    alive = bool(record) and slurm_job_alive((record or {}).get("job"))
+    alive = slurm_job_alive((record or {}).get("job") or RunRecord(folder).read_submission().get("job_id"))
     action, status = "run", "new" if record is None else ("done" if record.get("verdict") else "running")
     note = status_line(record, alive) if record else ""
     if record and (record.get("verdict") or {}).get("ready"):
         action = "skip"
-    elif record and not record.get("verdict") and alive:
-        action = "skip"
+    elif not (record or {}).get("verdict") and alive:
+        action, note = "skip", note or "queued"
     minutes = preflight_job_minutes(cfg)
     hours = minutes / 60
     overrides = [o for o in overrides if not o.startswith("preflight=")]
@@ -461,7 +464,19 @@ def format_status(summaries: list[dict]) -> str:
 
 
 def sweep_status(folder: str | Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*/summary.json"))]
+    """Every run of a sweep: its summary, or for a run whose job has not started, its submission (queued while
+    SLURM holds the job, else lost)."""
+    found = []
+    for run_dir in sorted(p for p in Path(folder).iterdir() if p.is_dir()) if Path(folder).is_dir() else []:
+        record = RunRecord(run_dir)
+        summary = record.read_summary()
+        if summary is not None:
+            found.append(summary)
+        elif record.read_submission():
+            job = record.read_submission()["job_id"]
+            status = "queued" if slurm_job_alive(job) else "lost"
+            found.append({"status": status, "run_dir": str(run_dir), "slurm_job_id": job})
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

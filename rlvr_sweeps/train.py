@@ -31,6 +31,7 @@ from .evaluation import CheckpointSelection, Evaluator, flat_metrics
 from .generators import make_generator
 from .guards import RolloutGuard, check_prompt_ids
 from .hardware import detect_hardware, planned_hardware, resolve_dtype, use_allocated_cpus
+from .lease import RunLease
 from .memory import (
     GB,
     MemoryFit,
@@ -51,7 +52,9 @@ from .run_record import (
     Resume,
     RunIdentity,
     RunRecord,
+    config_changes,
     flat_summary,
+    mixed_versions,
     now_iso,
     provenance,
     run_identity,
@@ -91,12 +94,44 @@ def train_run(cfg: DictConfig, identity: RunIdentity, preflight: Preflight | Non
     config = saved_config(cfg)  # what config.yaml, W&B and the plan show
     if cfg.dry_run:
         return dry_run(cfg, config, record, identity)
+    with RunLease(record.dir):  # one trainer per run folder, from reading what earlier attempts left to the save
+        run, summary = run_attempt(cfg, config, record, identity, hardware, memory, preflight)
+    if run is not None and summary.get("status") == "interrupted":  # saved and W&B finished: hand over
+        if preflight is not None:
+            preflight.hand_over(run.graceful)  # a refused requeue is the preflight's verdict
+        else:
+            run.graceful.hand_over()  # the scheduler's glue (submitit) may requeue the job and exit
+    return summary
+
+
+def run_attempt(
+    cfg: DictConfig,
+    config: dict,
+    record: RunRecord,
+    identity: RunIdentity,
+    hardware,
+    memory: MemoryFit | None,
+    preflight: Preflight | None,
+) -> tuple[Run | None, dict]:
+    """This attempt of the run: resume what earlier attempts left (with the settings they trained with), train
+    within the budget, finish or stop at a signal. (None, summary) for a run that had completed."""
     resume = Resume.read(record)
+    changes = config_changes(record.read_config() or {}, config) if record.config_path.exists() else []
     if resume.completed:
+        changed = f" (with other settings than these: {format_changes(changes)})" if changes else ""
         log.info(
-            "Already completed (%s); skipping. Delete %s to run it again.", resume.prior.get("stop_reason"), record.dir
+            "Already completed (%s)%s; skipping. Delete %s to run it again.",
+            resume.prior.get("stop_reason"),
+            changed,
+            record.dir,
         )
-        return resume.prior
+        return None, resume.prior
+    if changes and resume.checkpoint:
+        raise UserError(
+            f"{record.dir} was trained up to step {resume.step} with other settings, so resuming it with these would "
+            f"mix two experiments: {format_changes(changes)}. Restore them (the config files, or the same overrides), "
+            "or start a new run: another name=, or an override that changes the run's folder."
+        )
     use_allocated_cpus()
     meter = BudgetMeter(
         Budget.from_config(cfg.budget),
@@ -117,16 +152,15 @@ def train_run(cfg: DictConfig, identity: RunIdentity, preflight: Preflight | Non
             if preflight is not None:
                 preflight.attempt_ended(run)
                 preflight.finished(summary, record.dir)
-            return summary
+            return run, summary
         summary = interrupted(run)
         if preflight is not None:
             preflight.attempt_ended(run)
-    # saved and W&B finished: the scheduler's glue (submitit) may requeue the job and exit
-    if preflight is not None:
-        preflight.hand_over(run.graceful)  # a refused requeue is the preflight's verdict
-    else:
-        run.graceful.hand_over()
-    return summary
+    return run, summary
+
+
+def format_changes(changes: list[tuple[str, object, object]]) -> str:
+    return "; ".join(f"{key}: {old!r} then, {new!r} now" for key, old, new in changes)
 
 
 @dataclass
@@ -266,14 +300,20 @@ def start_attempt(
         model={"name": cfg.model.name, "id": cfg.model.id},
         lora=lora_summary(cfg),
         memory=memory.record() if memory else None,
+        mixed_versions=mixed_versions(attempts) or None,  # a run trained under two TRL releases is two experiments
         **provenance(),
     )
     if resume.checkpoint:
+        mixed = mixed_versions(attempts)
         log.info(
-            "Resuming from %s (step %d; %.0f s of the training budget already spent)",
+            "Resuming from %s (step %d; %.0f s of the training budget already spent)%s",
             resume.checkpoint.name,
             resume.step,
             resume.training_s,
+            "; its attempts ran under different versions: "
+            + "; ".join(f"{name} {' then '.join(versions)}" for name, versions in mixed.items())
+            if mixed
+            else "",
         )
 
 

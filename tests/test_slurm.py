@@ -296,3 +296,27 @@ def test_a_preflight_measures_each_model_on_the_cluster_and_the_next_plan_uses_i
     rows = [line for line in plan.stdout.splitlines() if line.startswith("run ")]
     assert len(rows) == 4 and all(re.search(r" \d+\.\d+m +\d+m ", row) for row in rows)  # eval h, updates
     assert "measured by the sweep's preflight" in plan.stdout
+
+
+def test_a_relaunch_skips_runs_whose_jobs_are_still_pending(sweep):
+    """4 runs on a node with 2 GPUs: 2 jobs start, 2 wait. Relaunched at once, the sweep submits none of them again:
+    the launcher recorded each submission in the run's folder, and the pending ones show as queued."""
+    args = ("name=pending", "lora.rank=8,64", "trainer.seed=0,1", "budget.max_steps=50", "eval=[]", "logger=none")
+    first = sweep(*args)
+    assert first.returncode == 0 and "4 jobs queued" in first.stdout, first.stdout + first.stderr
+    jobs = re.findall(r"^submitted (\S+):", first.stdout, re.MULTILINE)
+    again = None
+    try:
+        again = sweep(*args)
+        assert again.returncode == 0 and "0 of 4 runs to go" in again.stdout, again.stdout + again.stderr
+        assert "submitted" not in again.stdout and "queued as SLURM job" in again.stdout
+        status = subprocess.run(
+            [sys.executable, "-m", "rlvr_sweeps.sweep", str(sweep.runs / "pending")],
+            env=sweep.env,
+            capture_output=True,
+            text=True,
+        )
+        assert status.stdout.count("queued") >= 1, status.stdout
+    finally:  # this test's jobs, and any a relaunch submitted again
+        jobs += re.findall(r"^submitted (\S+):", again.stdout if again else "", re.MULTILINE)
+        subprocess.run(["scancel", *jobs], env=sweep.env, capture_output=True)

@@ -98,6 +98,7 @@ class _SweepLauncherMixin:
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from rlvr_sweeps.hub import prepare
+        from rlvr_sweeps.run_record import RunRecord
         from rlvr_sweeps.sweep import format_plan, format_preflight_plan, preflight_lines
 
         job_overrides, plans, dry_run, hub_items, preflight = self._plan(job_overrides)
@@ -130,6 +131,8 @@ class _SweepLauncherMixin:
         ]
         jobs = self._executor(plans).map_array(self, *zip(*job_params))
         for i, job in zip(todo, jobs):
+            if self._EXECUTOR == "slurm":  # a relaunch skips a run whose job is still pending
+                RunRecord(plans[i].run_dir).record_submission(job.job_id)
             print(f"submitted {job.job_id}: {plans[i].overrides or '(defaults)'} -> {plans[i].run_dir}", flush=True)
         if not self.wait:
             follow = (
