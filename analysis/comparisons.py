@@ -20,8 +20,9 @@ Local run folders give everything; the W&B source has no per-sample records, so 
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,18 @@ EVAL_NOISE = "°"  # one run a side: beyond the evaluation noise of these runs (
 
 # settings that, when a sweep varies them, get tables of their own (a cell averages seeds only)
 SPLIT_BY = ("learning_rate", "variant", "budget")
+# config keys that are the tables' own axes, the seed, or what SPLIT_BY's columns already carry: every other
+# result-changing key (run_record.result_settings) that differs between the runs of one arm is a setting too
+NOT_SETTINGS = (
+    "model",
+    "lora.rank",
+    "lora.alpha",
+    "trainer.seed",
+    "trainer.learning_rate",
+    "lora.effective_learning_rate",
+    "lora.variant",
+    "budget.name",
+)
 
 
 def rank_order(ranks) -> list:
@@ -77,14 +90,59 @@ def slug(label: str) -> str:
 
 
 def settings_groups(runs: pd.DataFrame, by: tuple[str, ...] = SPLIT_BY) -> list[tuple[Setting, pd.DataFrame]]:
-    """The runs split by the settings among `by` that vary (one group, key (), when none does)."""
-    varying = [c for c in by if c in runs and runs[c].nunique(dropna=False) > 1]
+    """The runs split by the settings that vary: those among `by`, then every other result-changing config key
+    whose value differs between the runs of one arm (derived_settings: e.g. trainer.beta=0,0.04 swept across
+    seeds), so that a cell never pools runs of different settings as if they were seeds. One group, key (),
+    when none varies. A run whose config could not be read (damaged) belongs to no setting: it is named apart."""
+    derived = derived_settings(runs)
+    if "settings" in runs:
+        runs = runs[runs["settings"].map(bool) | (runs["status"] != "damaged")]
+    if derived:
+        runs = runs.assign(
+            **{key: runs["settings"].map(lambda s, k=key: hashable((s or {}).get(k))) for key in derived}
+        )
+    varying = [c for c in (*by, *derived) if c in runs and runs[c].nunique(dropna=False) > 1]
     if not varying:
         return [((), runs)]
     return [
         (tuple(zip(varying, key if isinstance(key, tuple) else (key,))), group)
         for key, group in runs.groupby(varying, dropna=False, sort=True)
     ]
+
+
+def derived_settings(runs: pd.DataFrame) -> list[str]:
+    """The result-changing config keys (beyond NOT_SETTINGS) with two values among the runs of one arm (an init and
+    rank at one of SPLIT_BY's settings). Keys that differ only between inits or ranks (an init's answer limit, alpha
+    = 2 x rank) are properties of the arm, not settings; a key a run's config lacks (written by an older version of
+    the project) is unknown there, not a value of its own."""
+    if "settings" not in runs:
+        return []
+    sound = runs[runs["settings"].map(bool)]
+    keys = sorted(set().union(*sound["settings"])) if len(sound) else []
+    arms = [sound["init"].astype(str), sound["rank"].astype(str)]
+    arms += [sound[c].astype(str) for c in SPLIT_BY if c in sound]
+    found = []
+    for key in keys:
+        if any(key == p or key.startswith(p + ".") for p in NOT_SETTINGS):
+            continue
+        values = sound["settings"].map(lambda s, k=key: hashable(s[k]) if k in s else MISSING)
+        present = values != MISSING
+        by_arm = values[present].groupby([a[present] for a in arms], dropna=False)
+        if present.any() and (by_arm.nunique(dropna=False) > 1).any():
+            found.append(key)
+    return found
+
+
+MISSING = "<missing>"
+
+
+def hashable(value):
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+def setting_order(column: str) -> tuple:
+    """SPLIT_BY's columns first, in their order, then derived settings by name."""
+    return (0, SPLIT_BY.index(column), "") if column in SPLIT_BY else (1, 0, column)
 
 
 @dataclass
@@ -102,6 +160,7 @@ class Comparison:
     hours_per_run: float = math.nan  # device-hours (training + evaluation) of one run, as the runs recorded
     cost_per_run: float = math.nan
     device: str = ""
+    left_out: list[str] = field(default_factory=list)  # the runs of both arms that are not averaged, with why
 
     @property
     def label(self) -> str:
@@ -134,6 +193,32 @@ def finals(cell: pd.DataFrame, final_key: str) -> tuple[pd.DataFrame, str]:
     if (cell["status"] == "damaged").all():
         return ok, "damaged"
     return ok, "failed" if (cell["status"] != "completed").all() else "missing"
+
+
+def left_out(cell: pd.DataFrame, final_key: str) -> list[str]:
+    """The runs of an arm that its cell does not average, each with why ("seed 2: failed (CUDA out of memory)",
+    "seed 3: still running"): dropping them without a word would bias the arm that crashes."""
+    kept, _ = finals(cell, final_key)
+    metric = final_key.rsplit("/", 1)[-1]
+    found = []
+    for _, run in cell.loc[cell.index.difference(kept.index)].iterrows():
+        seed = run.get("seed")
+        found.append(f"seed {seed if isinstance(seed, (int, str)) else '?'}: {_why_left_out(run, metric)}")
+    return found
+
+
+def _why_left_out(run, metric: str) -> str:
+    status = run.get("status")
+    if status == "failed":
+        return f"failed ({run.get('error') or 'no error recorded'})"
+    if status == "running":
+        return "still running"
+    if status == "interrupted":
+        step = run.get("global_step")
+        return f"interrupted at step {int(step) if step == step and step is not None else 0} (a relaunch resumes it)"
+    if status == "damaged":
+        return "damaged (its files could not be read)"
+    return f"completed without {metric}" if status == "completed" else str(status)
 
 
 def baseline(runs: pd.DataFrame, base_key: str) -> float:
@@ -203,8 +288,12 @@ def compare(runs: pd.DataFrame, benchmark: str, min_effect: float | None = None)
             {rank: arm[base_key].tolist() for rank, arm in base_side.items() if len(arm)},
             baseline_variance(group[group["status"] == "completed"], benchmark),
         )
+        lost = {rank: left_out(group[group["rank"] == rank], final_key) for rank in group["rank"].unique()}
         for (high, low), test in tests.items():
             comparison = found[(init, high, low)] = Comparison(init, high, low, test)
+            comparison.left_out = [
+                f"{column_label(rank)} {why}" for rank in (high, low) if rank != "baseline" for why in lost[rank]
+            ]
             if low != "baseline" and min(len(arms[low]), len(arms[high])) >= 2:
                 a, b = arms[low][final_key].tolist(), arms[high][final_key].tolist()
                 effect = None if min_effect is None else math.copysign(min_effect, test.delta or 1)

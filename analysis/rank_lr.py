@@ -25,6 +25,7 @@ from .comparisons import (
     gap_reason,
     rank_order,
     setting_label,
+    setting_order,
     settings_groups,
     slug,
 )
@@ -60,7 +61,7 @@ def rank_lr_groups(runs: pd.DataFrame) -> list[tuple[Setting, object, pd.DataFra
 
 def with_learning_rate(setting: Setting, lr: float) -> Setting:
     """The metric tables' setting of the runs of `setting` at learning rate `lr` (keys in SPLIT_BY order)."""
-    return tuple(sorted((*setting, ("learning_rate", lr)), key=lambda item: SPLIT_BY.index(item[0])))
+    return tuple(sorted((*setting, ("learning_rate", lr)), key=lambda item: setting_order(item[0])))
 
 
 @dataclass

@@ -10,11 +10,30 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from rlvr_sweeps.run_record import flat_summary, read_jsonl
+from rlvr_sweeps.run_record import flat_summary, read_jsonl, result_settings
 
 # per-step training metrics kept for the curves (W&B logs them with a "train/" prefix)
 CURVE_KEYS = {"reward": "reward", "completions/mean_length": "completion_length"}
 RESULTS = {"eval", "baseline", "delta"}  # the first part of the flat keys of a run's results
+# The run's own config (conf/config.yaml's groups and keys); a W&B run's config also holds the overrides, the memory
+# fit and every TrainingArguments field transformers' W&B callback adds at its top level
+CONFIG_KEYS = (
+    "name",
+    "prompt",
+    "model",
+    "lora",
+    "data",
+    "reward",
+    "trainer",
+    "generation",
+    "budget",
+    "eval",
+    "guards",
+    "logger",
+    "paths",
+    "dry_run",
+    "preflight",
+)
 
 
 def run_row(flat: dict, config: dict, run: str) -> dict:
@@ -46,9 +65,22 @@ def run_row(flat: dict, config: dict, run: str) -> dict:
         "reward_end": flat.get("train/last/reward"),
         "length_start": flat.get("train/first/completions/mean_length"),
         "length_end": flat.get("train/last/completions/mean_length"),
+        "error": last_line(flat.get("error")),
+        "git_commit": flat.get("git_commit"),
+        "mixed_versions": flat.get("mixed_versions"),
+        # what the analysis reads but runs.csv does not hold: the versions of its last attempt, and every
+        # result-changing setting (the runs' own settings split the tables: comparisons.settings_groups)
+        "versions": {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("versions/")},
+        "settings": result_settings({k: v for k, v in config.items() if k in CONFIG_KEYS}),
     }
     row.update({k: v for k, v in flat.items() if k.split("/")[0] in RESULTS})
     return row
+
+
+def last_line(text) -> str | None:
+    """The line an error ends with (a traceback's last: the exception), shortened."""
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1][:200] if lines else None
 
 
 def device_label(flat: dict) -> str | None:

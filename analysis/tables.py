@@ -47,6 +47,7 @@ from .comparisons import (
     baseline,
     column_label,
     finals,
+    left_out,
     needed_line,
     rank_order,
     setting_label,
@@ -56,6 +57,8 @@ from .comparisons import (
 from .rank_lr import rank_lr_tables, varies_learning_rate
 from .render import CELL_NOTE, GAP, Table, cell
 from .seed_stats import MIN_RUNS, t_interval
+
+LEFT_OUT = "‡"  # a cell whose arm lost runs (failed, still running, damaged): named under the table
 
 
 def metric_table(
@@ -75,26 +78,32 @@ def metric_table(
 
         compared = compare(runs, benchmark) if metric == "pass@1" else {}
     ranks = rank_order(runs["rank"].unique())
-    frame, values, runs_per_arm, gaps, collapsed = {}, {}, {}, [], []
+    frame, values, runs_per_arm, gaps, collapsed, partial = {}, {}, {}, [], [], []
     for init, group in runs.groupby("init", sort=True):
         base = baseline(group, base_key)
         frame[init] = {"baseline": GAP if math.isnan(base) else f"{base * 100:.1f}"}
         values[init], runs_per_arm[init] = {"baseline": base}, {}
         for rank in ranks:
-            arm, reason = finals(group[group["rank"] == rank], final_key)
+            every = group[group["rank"] == rank]
+            arm, reason = finals(every, final_key)
             finals_of_arm = arm[final_key].astype(float).tolist()
             runs_per_arm[init][rank] = finals_of_arm
+            lost = left_out(every, final_key)
             if not finals_of_arm:
                 frame[init][rank] = f"{GAP} ({reason})"
                 values[init][rank] = math.nan
-                gaps.append(f"{init} r={rank}: {reason}")
+                gaps.append(f"{init} {column_label(rank)}: {reason}" + (f" ({'; '.join(lost)})" if lost else ""))
                 continue
             comparison = compared.get((init, rank, "baseline"))
             collapse = not math.isnan(base) and np.mean(finals_of_arm) < base - collapse_margin
             if collapse:
                 collapsed.append(f"{init} r={rank}")
             mark = comparison.symbol if comparison else ""
-            frame[init][rank] = cell(finals_of_arm, baseline=base, mark=mark, flag="†" if collapse else "")
+            flag = ("†" if collapse else "") + (LEFT_OUT if lost else "")
+            frame[init][rank] = cell(finals_of_arm, baseline=base, mark=mark, flag=flag)
+            if lost:  # an arm that lost runs is not read as complete
+                frame[init][rank] += f"; {len(finals_of_arm)} of {len(every)} runs"
+                partial.append(f"{init} {column_label(rank)} {'; '.join(lost)}")
             values[init][rank] = float(np.mean(finals_of_arm))
     columns = ["baseline", *ranks]
     labels = ["baseline", *map(column_label, ranks)]
@@ -106,6 +115,10 @@ def metric_table(
         notes += mark_notes(compared)
     if collapsed:
         notes.append("Collapsed: " + ", ".join(collapsed) + ".")
+    if partial:
+        notes.append(
+            f"{LEFT_OUT} runs left out of an arm (its cell averages the others): " + " | ".join(partial) + "."
+        )
     if gaps:
         notes.append(f"{GAP} marks a gap: " + "; ".join(gaps) + ".")
     shown = pd.DataFrame(frame).T.reindex(columns=columns)
@@ -202,6 +215,7 @@ def significance_table(compared: list[tuple[str, str, dict[tuple, Comparison]]])
                 "eval_noise_ci_high": noise.high * 100 if noise else math.nan,
                 "problems": noise.problems if noise else None,
                 "beyond_eval_noise": c.beyond_eval_noise if noise else None,
+                "left_out": "; ".join(c.left_out),
             }
             rows.append(row)
             runs = f"{c.seeds.runs} vs " + (
@@ -364,7 +378,9 @@ def all_tables(runs: pd.DataFrame, collapse_margin: float, min_effect: float | N
                 compared.append((label, bench, found))
             made.append(metric_table(group, bench, metric, collapse_margin, found))
         made.append(length_table(group))
+        provenance = provenance_notes(group)
         for table in made:
+            table.notes += provenance
             if label:
                 table.name = f"{table.name}/{slug(label)}"
                 table.title = f"{table.title} ({label})"
@@ -374,6 +390,37 @@ def all_tables(runs: pd.DataFrame, collapse_margin: float, min_effect: float | N
             tables += rank_lr_tables(runs, bench, by_bench[bench])
     extra = [significance_table(compared), runs_needed_table(compared, min_effect)]
     return tables + [table for table in extra if table is not None]
+
+
+VERSIONED = ("torch", "transformers", "trl", "peft", "vllm")
+
+
+def provenance_notes(runs: pd.DataFrame) -> list[str]:
+    """Runs trained under more than one code or library version (their attempts differ), and a table whose runs
+    come from different project commits or library versions: both named under it."""
+    notes = []
+    mixed = runs[runs["mixed_versions"].notna()] if "mixed_versions" in runs else runs.iloc[0:0]
+    if len(mixed):
+        named = [
+            f"{r['init']} {column_label(r['rank'])} seed {r['seed']} ({r['mixed_versions']})"
+            for _, r in mixed.iterrows()
+        ]
+        notes.append(
+            "Trained under more than one version (its attempts differ; a different experiment): "
+            + "; ".join(named)
+            + "."
+        )
+    found = []
+    columns = {"git commit": runs["git_commit"] if "git_commit" in runs else None}
+    if "versions" in runs:
+        columns.update({name: runs["versions"].map(lambda v, n=name: (v or {}).get(n)) for name in VERSIONED})
+    for name, values in columns.items():
+        counts = values.dropna().value_counts() if values is not None else []
+        if len(counts) > 1:
+            found.append(f"{name} " + ", ".join(f"{value} ({count} runs)" for value, count in counts.items()))
+    if found:
+        notes.append("The runs of this table come from different code or library versions: " + "; ".join(found) + ".")
+    return notes
 
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -401,4 +448,5 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
         "length_end",
         "path",
     ]
-    return runs[[c for c in first if c in runs] + sorted(c for c in runs if c not in first)]
+    kept = [c for c in runs if c not in ("settings", "versions")]  # read by the analysis, not a CSV column
+    return runs[[c for c in first if c in kept] + sorted(c for c in kept if c not in first)]

@@ -349,8 +349,8 @@ def mixed_versions(attempts: list[dict]) -> dict[str, list[str]]:
     return {name: versions for name, versions in seen.items() if len(versions) > 1}
 
 
-FLAT_SECTIONS = ("model", "lora", "budget", "timings", "train")
-FLAT_FIELDS = ("status", "stop_reason", "global_step", "name", "error")
+FLAT_SECTIONS = ("model", "lora", "budget", "timings", "train", "versions")
+FLAT_FIELDS = ("status", "stop_reason", "global_step", "name", "error", "git_commit")
 
 
 def flat_summary(summary: dict) -> dict:
@@ -363,6 +363,10 @@ def flat_summary(summary: dict) -> dict:
             flat[name] = summary[name]
     for section in FLAT_SECTIONS:
         flat.update(_flatten(summary.get(section) or {}, f"{section}/"))
+    if summary.get("mixed_versions"):  # the attempts ran under different versions: one line, "trl 1.13.0 then 1.16.0"
+        flat["mixed_versions"] = "; ".join(
+            f"{name} {' then '.join(versions)}" for name, versions in summary["mixed_versions"].items()
+        )
     return flat
 
 

@@ -197,7 +197,11 @@ def test_a_sweep_without_evaluation_stops_before_any_network(tiny_sweep, tmp_pat
     assert analysis_main([unevaluated, "--out", str(tmp_path), "--wandb", TARGET, "--report"]) == 2
     error = capsys.readouterr().err
     assert "summary key eval/<benchmark>/pass@1, which no run of the sweep logged" in error
-    assert "budget/*, global_step, lora/*, model/*" in error and "train/*" in error and "\n" not in error.strip()
+    assert (
+        "budget/*, git_commit, global_step, lora/*, model/*" in error
+        and "train/*" in error
+        and "\n" not in error.strip()
+    )
     assert calls == []
 
 

@@ -224,6 +224,7 @@ def test_one_run_per_arm_marks_nothing_and_says_why(sweep, tmp_path, capsys):
         "eval_noise_ci_high",
         "problems",
         "beyond_eval_noise",
+        "left_out",  # the runs of the two arms the comparison does not count (failed, still running...)
     ]
     rows = rows.set_index("comparison")
     assert list(rows.index) == ["r=8 vs baseline", "r=64 vs baseline", "r=64 vs r=8"]
@@ -361,7 +362,8 @@ def test_damaged_run_folders_are_named_and_left_out(seeded_sweep, tmp_path, caps
     rows = pd.read_csv(out / "significance.csv").set_index("comparison")
     assert (rows.loc["r=64 vs r=8", "runs"], rows.loc["r=64 vs r=8", "runs_reference"]) == (2, 2)
     table = pd.read_csv(out / "b_pass1.csv", index_col="init")
-    assert table.loc["tiny", "r=64"] == "75.0 (+50.0); runs 75.0, 75.0"
+    assert table.loc["tiny", "r=64"] == "75.0 (+50.0) ‡; runs 75.0, 75.0; 2 of 3 runs"  # not read as complete
+    assert "tiny r=64 seed 2: damaged (its files could not be read)" in captured.out
 
     for run in seeded_sweep.iterdir():  # every run of r=64 damaged: a marked gap, as for a failed run
         if run.name.startswith("rank64"):
@@ -411,3 +413,67 @@ def test_the_wandb_source_gives_the_seed_level_verdicts_without_the_evaluation_n
     assert rows.loc["r=64 vs r=8", "marked"] and rows["eval_noise_ci_low"].isna().all()
     table = pd.read_csv(out / "b_pass1.csv", index_col="init")
     assert table.loc["tiny", "r=64"] == "74.7 (+49.7*); runs 75.0, 75.0, 74.2"
+
+
+def edit(run_dir: Path, summary: dict | None = None, config: dict | None = None) -> None:
+    """Change a run's summary.json and config.yaml (one level deep: {"trainer": {"beta": 0.04}} sets one key)."""
+    if summary:
+        path = run_dir / "summary.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **summary}))
+    if config:
+        path = run_dir / "config.yaml"
+        loaded = yaml.safe_load(path.read_text())
+        for section, values in config.items():
+            loaded.setdefault(section, {}).update(values)
+        path.write_text(yaml.safe_dump(loaded))
+
+
+def test_a_table_names_the_runs_it_leaves_out_and_never_reads_a_cell_as_complete(seeded_sweep, tmp_path, capsys):
+    """One r=64 seed failed (out of memory), one r=8 seed is still running: each cell averages the others, says
+    '2 of 3 runs' with its flag, names what it left out and why, and significance.csv does too."""
+    error = "Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory."
+    edit(seeded_sweep / "rank64-seed1", summary={"status": "failed", "error": error})
+    edit(seeded_sweep / "rank8-seed2", summary={"status": "running"})
+    out = tmp_path / "out"
+    assert analysis_main([str(seeded_sweep), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out / "b_pass1.csv", index_col="init")
+    assert table.loc["tiny", "r=64"].endswith("; 2 of 3 runs") and "‡" in table.loc["tiny", "r=64"]
+    assert table.loc["tiny", "r=8"].endswith("; 2 of 3 runs")
+    assert "tiny r=64 seed 1: failed (torch.OutOfMemoryError: CUDA out of memory.)" in printed
+    assert "tiny r=8 seed 2: still running" in printed
+    rows = pd.read_csv(out / "significance.csv").set_index("comparison")
+    assert rows.loc["r=64 vs r=8", "runs"] == 2 and rows.loc["r=64 vs r=8", "runs_reference"] == 2
+    left_out = rows.loc["r=64 vs r=8", "left_out"]
+    assert "r=64 seed 1: failed (torch.OutOfMemoryError" in left_out and "r=8 seed 2: still running" in left_out
+
+
+def test_runs_of_other_settings_are_never_pooled_as_seeds(seeded_sweep, tmp_path, capsys):
+    """Seed 2 of each arm ran with trainer.beta 0.04 and another data set, a key the analysis knows nothing of: the
+    runs' own configs split the tables, each titled by the keys that define it."""
+    for rank in (8, 64):
+        edit(seeded_sweep / f"rank{rank}-seed2", config={"trainer": {"beta": 0.04}, "data": {"name": "deepscaler"}})
+        for seed in (0, 1):
+            edit(
+                seeded_sweep / f"rank{rank}-seed{seed}", config={"trainer": {"beta": 0.0}, "data": {"name": "open_rs"}}
+            )
+    out = tmp_path / "out"
+    assert analysis_main([str(seeded_sweep), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "(data.name=deepscaler, trainer.beta=0.04)" in printed and "(data.name=open_rs, trainer.beta=0.0)" in printed
+    )
+    pooled = pd.read_csv(out / "b_pass1_datapnamedeepscaler_trainerpbeta0p04.csv", index_col="init")
+    assert pooled.loc["tiny", "r=64_runs"] == 1 and pooled.loc["tiny", "r=8_runs"] == 1
+    rows = pd.read_csv(out / "significance.csv")
+    assert set(rows["setting"]) == {"data.name=deepscaler, trainer.beta=0.04", "data.name=open_rs, trainer.beta=0.0"}
+
+
+def test_runs_trained_under_several_versions_and_tables_that_mix_versions_are_flagged(seeded_sweep, tmp_path, capsys):
+    edit(seeded_sweep / "rank8-seed0", summary={"mixed_versions": {"trl": ["1.13.0", "1.16.0"]}})
+    for run in seeded_sweep.iterdir():
+        edit(run, summary={"versions": {"trl": "1.13.0" if run.name == "rank64-seed2" else "1.16.0"}})
+    assert analysis_main([str(seeded_sweep), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "Trained under more than one version" in printed and "tiny r=8 seed 0 (trl 1.13.0 then 1.16.0)" in printed
+    assert "different code or library versions: trl 1.16.0 (5 runs), 1.13.0 (1 runs)" in printed
