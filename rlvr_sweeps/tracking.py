@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 from transformers.integrations import WandbCallback
+from transformers.integrations.integration_utils import rewrite_logs
 
 from .wandb_server import has_credentials, wandb_base_url, wandb_server_answers
 
@@ -133,7 +134,8 @@ class TolerantWandbCallback(WandbCallback):
         if self.broken:
             return None
         try:
-            return getattr(super(), event)(*args, **kwargs)
+            own = getattr(type(self), event, None) if event.startswith("_") else None
+            return own(self, *args, **kwargs) if own else getattr(super(), event)(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - any W&B failure
             self.broken = True
             log.warning(
@@ -149,8 +151,23 @@ class TolerantWandbCallback(WandbCallback):
     def on_train_end(self, *args, **kwargs):
         return self._guarded("on_train_end", *args, **kwargs)
 
-    def on_log(self, *args, **kwargs):
-        return self._guarded("on_log", *args, **kwargs)
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        return self._guarded("_log_at_training_step", args, state, control, model=model, logs=logs)
+
+    def _log_at_training_step(self, args, state, control, model=None, logs=None, **kwargs):
+        """WandbCallback.on_log, with W&B's step set to the training step: every attempt of a requeued run
+        continues one axis, and a step redone after a kill is not plotted twice (W&B keeps the first version of a
+        step, metrics.jsonl the redone one; `python -m rlvr_sweeps.upload` writes a W&B run from the folder)."""
+        if self._wandb is None or not state.is_world_process_zero:
+            return
+        if not self._initialized:
+            self.setup(args, state, model)
+        totals = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
+        for key in totals:
+            if key in (logs or {}):
+                self._wandb.run.summary[key] = logs[key]
+        step_logs = rewrite_logs({k: v for k, v in (logs or {}).items() if k not in totals})
+        self._wandb.log({**step_logs, "train/global_step": state.global_step}, step=state.global_step)
 
     def on_save(self, *args, **kwargs):
         return self._guarded("on_save", *args, **kwargs)

@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, launch_env, train_in_process
+from conftest import ROOT, OfflineWandbRun, launch_env, train_in_process
+from rlvr_sweeps.upload import main as upload_main
 
 pytestmark = pytest.mark.e2e
 
@@ -143,6 +144,21 @@ def test_sigterm_saves_the_step_and_a_relaunch_resumes_outside_slurm(tmp_path, m
     assert [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == list(
         range(1, 41)
     )
+    # the W&B run of the folder, written from it (offline: for a later `wandb sync`), twice: the same run
+    uploaded = []
+    for _ in range(2):
+        assert upload_main([str(run_dir.parent), "--offline"]) == 0
+        (offline,) = (run_dir / "wandb-upload" / "wandb").glob("offline-run-*")
+        uploaded.append(OfflineWandbRun(offline))
+    first, second = uploaded
+    assert [row["train/global_step"] for row in first.scan_history(["train/global_step"])] == list(range(1, 41))
+    assert [row["_step"] for row in first.scan_history(["train/reward"])] == list(range(1, 41))  # W&B's step
+    assert first.summary["status"] == "completed" and first.summary["global_step"] == 40
+    assert first.config["trainer"]["max_completion_length"] == 8
+    logged = lambda run: [  # noqa: E731 - what was logged, without W&B's own wall-clock fields
+        {k: v for k, v in row.items() if k == "_step" or not k.startswith("_")} for row in run.scan_history([])
+    ]
+    assert logged(second) == logged(first)  # a second upload of the same folder: the same run
 
 
 def test_sigterm_with_a_grace_shorter_than_a_step_keeps_every_finished_step(tmp_path, model_cache):
