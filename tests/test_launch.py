@@ -174,7 +174,9 @@ def test_sigterm_with_a_grace_shorter_than_a_step_keeps_every_finished_step(tmp_
         "eval=[]",
         "logger=none",
     ]
-    env = launch_env(tmp_path / "runs", model_cache, {"OMP_NUM_THREADS": "1"})
+    env = launch_env(
+        tmp_path / "runs", model_cache, {"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    )  # a crash shows where
     process = subprocess.Popen(
         args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
