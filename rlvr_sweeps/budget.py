@@ -11,6 +11,7 @@ be capped too.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from contextlib import contextmanager
@@ -21,11 +22,14 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from .hardware import Hardware
+from .milestones import FOLDER as MILESTONES
+from .milestones import SELECTED, fractions, keep, kept_milestones, label
+from .run_record import COMPLETE_MARKER, RunRecord, atomic_write, now_iso
 
 log = logging.getLogger(__name__)
 
 WALL_CLOCK, MAX_STEPS, MAX_TOKENS, EPOCHS_DONE = "wall_clock", "max_steps", "max_generated_tokens", "epochs_done"
-EVALUATION_PHASES = ("baseline", "selection", "final")
+EVALUATION_PHASES = ("baseline", "selection", "final", "milestones")
 
 
 @dataclass(frozen=True)
@@ -323,3 +327,66 @@ class BudgetProgressBar(TrainerCallback):
                 percent,
                 ", ".join(f"{k}={v}" for k, v in self.shown.items()) or f"step={state.global_step}",
             )
+
+
+class MilestoneCallback(TrainerCallback):
+    """Saves, keeps and records the milestone checkpoints of a run: the shorter budgets, by the rule this module stops
+    training with (rlvr_sweeps.milestones)."""
+
+    def __init__(self, budget_cfg, record: RunRecord, meter, budget_callback, selection=None):
+        self.record = record
+        self.meter = meter
+        self.budget = meter.budget
+        self.budget_callback = budget_callback
+        self.selection = selection
+        self.fractions = fractions(budget_cfg)
+        self.reached = kept_milestones(record)  # kept by earlier attempts: never saved again
+        self.due: float | None = None  # a milestone whose step just ended: its save is being made
+
+    def pending(self) -> list[float]:
+        return [f for f in self.fractions if label(f) not in self.reached]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        for fraction in self.pending():
+            if self._ends_here(fraction, state.global_step):
+                self.due = fraction
+                control.should_save = True
+                break
+        return control
+
+    def _ends_here(self, fraction: float, step: int) -> bool:
+        """Whether a budget of `fraction` times this one would have stopped after this step."""
+        budget = self.budget
+        if budget.max_steps:
+            return step >= max(1, round(fraction * budget.max_steps))
+        if budget.max_generated_tokens:
+            return self.meter.generated_tokens >= fraction * budget.max_generated_tokens
+        room = self.budget_callback.predicted_step_s() + self.budget_callback.predicted_save_s()
+        return self.meter.training_s + room > fraction * budget.seconds
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.due is None:
+            return
+        fraction, self.due = self.due, None
+        step = state.global_step
+        folder = self.record.dir / MILESTONES / label(fraction)
+        checkpoint = self.record.checkpoint(step)
+        if not (checkpoint / COMPLETE_MARKER).exists():
+            return
+        keep(checkpoint, folder)
+        best = self.selection.best_step if self.selection is not None else None
+        if best is not None and best != step and (self.record.checkpoint(best) / COMPLETE_MARKER).exists():
+            keep(self.record.checkpoint(best), folder / SELECTED)
+        entry = {
+            "fraction": fraction,
+            "step": step,
+            "training_s": round(self.meter.training_s, 3),
+            "generated_tokens": self.meter.generated_tokens,
+            "selected_step": best if best is not None else step,
+            "saved_at": now_iso(),
+        }
+        atomic_write(folder / "milestone.json", json.dumps(entry) + "\n")
+        self.reached[label(fraction)] = entry
+        summary = self.record.read_summary() or {}
+        self.record.update_summary(milestones={**(summary.get("milestones") or {}), label(fraction): entry})
+        log.info("Milestone %s of the budget: step %d kept in %s", label(fraction), step, folder)

@@ -17,6 +17,7 @@ from .adapters import effective_learning_rate, evaluated_rank, lora_config, vllm
 from .data import check_local_path
 from .errors import UserError
 from .hardware import Hardware, cuda_diagnosis
+from .milestones import check_milestones
 from .rewards import check_reward_names
 from .sampling import benchmarks_from_config, resolve_backend
 from .trainer import grpo_config
@@ -28,6 +29,7 @@ def check_config(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -
     check_gpu_settings(cfg, hardware, plan_only)
     check_budget(cfg.budget)
     check_trainer_numbers(cfg.trainer)
+    check_milestones(cfg.budget, cfg.trainer)
     lora_config(cfg.lora)
     check_reward_names(cfg.reward)
     with tempfile.TemporaryDirectory() as scratch:

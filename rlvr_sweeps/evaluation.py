@@ -116,6 +116,18 @@ def pass1_standard_error(samples: list[Sample]) -> float:
     return evaluation_variance(outcomes) ** 0.5
 
 
+@contextlib.contextmanager
+def untouched_rng():
+    """Torch's random state (CPU and every CUDA device) as it was before: an evaluation seeds its own sampling, and
+    the training it interrupts goes on drawing what it would have drawn without it (a run whose baseline came
+    from the cache, or with a selection evaluation at a milestone, trains exactly the same steps)."""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
 class Evaluator:
     """Runs every configured benchmark through one generator and writes per-sample records."""
 
@@ -228,7 +240,8 @@ class Evaluator:
     def _generate(self, benchmark: Benchmark, generator, seed: int) -> tuple[dict, list[Sample]]:
         problems = self.problems(benchmark)
         started = time.monotonic()
-        completions = generator.generate(self.prompt_ids(problems), benchmark, seed=seed)
+        with untouched_rng():  # evaluating (or reading a cached baseline instead) never changes how training samples
+            completions = generator.generate(self.prompt_ids(problems), benchmark, seed=seed)
         metrics, samples = score(benchmark, problems, completions, self.verifier, bool(self.cfg.save_text), seed)
         metrics["seconds"] = round(time.monotonic() - started, 3)
         # measured throughput: a sweep's next plan estimates its evaluations from it (sweep.measured_throughput)

@@ -23,7 +23,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .adapters import load_pissa_start, lora_config, pissa_start, resolve_learning_rate, save_adapter, variant_of
-from .budget import EVALUATION_PHASES, WALL_CLOCK, Budget, BudgetCallback, BudgetMeter, BudgetProgressBar
+from .budget import (
+    EVALUATION_PHASES,
+    WALL_CLOCK,
+    Budget,
+    BudgetCallback,
+    BudgetMeter,
+    BudgetProgressBar,
+    MilestoneCallback,
+)
 from .checks import check_config
 from .data import build_train_dataset
 from .errors import UserError
@@ -42,6 +50,8 @@ from .memory import (
     this_device,
     use_expandable_segments,
 )
+from .milestones import fractions as milestone_fractions
+from .milestones import kept_milestones, milestone_weights
 from .models import eos_token_ids, load_model, model_folder
 from .preemption import GracefulStop, StepAborted
 from .preflight_job import Preflight
@@ -442,7 +452,9 @@ def build_run(
         earlier_save_s=resume.earlier("timings", "max_checkpoint_save_s"),
         earlier_step_s=resume.earlier("timings", "max_step_s"),
     )
-    trainer.add_callback(budget_callback)  # last: it times saves after any selection evaluation at them
+    trainer.add_callback(budget_callback)  # it times saves after any selection evaluation at them
+    if milestone_fractions(cfg.budget):  # after the selection: a milestone keeps the best checkpoint up to it
+        trainer.add_callback(MilestoneCallback(cfg.budget, record, meter, budget_callback, selection))
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     record.update_summary(
         model={
@@ -561,6 +573,7 @@ def finish(run: Run, baseline: dict | None) -> dict:
         with run.meter.evaluating("final"):  # a job requeued meanwhile reuses the benchmarks already done
             final = run.evaluator.run(run.generator, "final", weights=weights_label(run.record, selected_step))
     results = {"baseline": baseline, "final": final}
+    milestones, milestone_metrics = evaluate_milestones(run, baseline)
     summary = run.record.update_summary(
         status="completed",
         stop_reason=run.budget_callback.stop_reason,
@@ -574,7 +587,8 @@ def finish(run: Run, baseline: dict | None) -> dict:
             "checkpoint_metrics": ((run.record.read_summary() or {}).get("eval") or {}).get("checkpoint_metrics", {}),
             "selected_step": selected_step,
         },
-        metrics=flat_metrics(results),
+        metrics={**flat_metrics(results), **milestone_metrics},
+        milestones=milestones or None,
         timings=attempt_timings(run),
         memory=run.memory(),
         trainer_totals=run.metrics_callback.train_summary,
@@ -582,6 +596,25 @@ def finish(run: Run, baseline: dict | None) -> dict:
     summary = write_verdict(run.record, summary)
     print(f"Run folder: {run.record.dir}")
     return summary
+
+
+def evaluate_milestones(run: Run, baseline: dict | None) -> tuple[dict, dict]:
+    """Each kept milestone (the shorter budgets: rlvr_sweeps.milestones) evaluated on the reported benchmarks as
+    the final one is, on the evaluation clock (never the training budget), each benchmark reusable after a requeue;
+    the milestones with their results, and their metrics under milestone/<fraction>/..."""
+    kept = kept_milestones(run.record)
+    if not kept or not run.evaluator.benchmarks or not run.evaluator.cfg.final:
+        return kept, {}
+    metrics = {}
+    for name, entry in kept.items():
+        folder, weights = milestone_weights(run.record, entry)
+        load_checkpoint_weights(run.trainer.model, folder)
+        with run.meter.evaluating("milestones"):
+            results = run.evaluator.run(run.generator, f"milestone-{name}", weights=weights)
+        kept[name] = {**entry, "eval": results, "weights": weights}
+        flat = flat_metrics({"baseline": baseline, "final": results})
+        metrics.update({f"milestone/{name}/{k}": v for k, v in flat.items() if not k.startswith("baseline/")})
+    return kept, metrics
 
 
 def add_guards(guards: DictConfig, trainer: RLVRTrainer, evaluator: Evaluator, first_problem: dict) -> None:

@@ -1,0 +1,83 @@
+"""budget.milestones (rlvr_sweeps.milestones): the checkpoint at a fraction of the budget is the run a shorter
+budget makes, kept out of rotation and evaluated like the final one; what would break that is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_config, train_in_process
+from rlvr_sweeps.errors import UserError
+from rlvr_sweeps.milestones import check_milestones
+
+LEARNS = (  # tiny_math on 1-digit sums moves its adapter in a few steps
+    "model=tiny_math",
+    "data=sums",
+    "eval=[sums_heldout]",
+    "eval.sampling.n=2",
+    "eval.sampling.k=[1,2]",
+    "logger=none",
+    "trainer.max_completion_length=16",
+    "trainer.learning_rate=0.003",
+    "trainer.save_steps=2",
+    "trainer.save_total_limit=1",  # rotation deletes checkpoint-6 long before the end
+)
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_milestone_is_the_run_a_shorter_budget_makes(tmp_path, model_cache):
+    """12 steps with a milestone at 0.5 against 6 steps of the same seed: the same adapter at step 6, bit for bit,
+    and the same evaluation records, sample for sample."""
+    runs = tmp_path / "runs"
+    long = train_in_process(runs, model_cache, *LEARNS, "budget.max_steps=12", "budget.milestones=[0.5]")
+    short = train_in_process(runs, model_cache, *LEARNS, "budget.max_steps=6")
+    kept = long["milestones"]["0.5"]
+    assert kept["step"] == 6 and kept["generated_tokens"] > 0 and 0 < kept["training_s"] < long["budget"]["training_s"]
+    long_dir, short_dir = Path(long["run_dir"]), Path(short["run_dir"])
+    assert not (long_dir / "checkpoints" / "checkpoint-6").exists()  # rotated away; the milestone stays
+    milestone = load_adapter(long_dir / "milestones" / "0.5")
+    at_six = load_adapter(short_dir / "final")
+    assert milestone.keys() == at_six.keys() and all(torch.equal(milestone[k], at_six[k]) for k in milestone)
+    assert any(not torch.equal(milestone[k], load_adapter(long_dir / "final")[k]) for k in milestone)  # it trained on
+    assert records(long_dir / "eval" / "milestone-0.5" / "sums_heldout.jsonl") == records(
+        short_dir / "eval" / "final" / "sums_heldout.jsonl"
+    )
+    assert long["metrics"]["milestone/0.5/eval/sums_heldout/pass@1"] == short["metrics"]["eval/sums_heldout/pass@1"]
+    assert long["budget"]["milestones_evaluation_s"] > 0  # on the evaluation clock, not the training budget
+
+
+def load_adapter(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("trainer.lr_scheduler_type=cosine",), "trainer.lr_scheduler_type=cosine"),
+        (("+trainer.warmup_ratio=0.1",), "trainer.warmup_ratio=0.1"),
+        (("trainer.warmup_steps=5", "budget.max_steps=12"), "warm-up that ends after the first milestone at step 3"),
+        (("trainer.warmup_steps=5",), "with a budget in time or tokens"),
+        (("trainer.save_steps=0.1",), "trainer.save_steps=0.1"),
+    ],
+)
+def test_settings_that_depend_on_the_total_budget_are_refused_with_milestones(overrides, message):
+    cfg = compose_config("budget.milestones=[0.25,0.5]", *overrides)
+    with pytest.raises(UserError, match="budget.milestones: a milestone must be the run a shorter budget") as refused:
+        check_milestones(cfg.budget, cfg.trainer)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_milestones_are_fractions_of_the_budget():
+    with pytest.raises(UserError, match="in \\(0, 1\\]"):
+        check_milestones(compose_config("budget.milestones=[0.5,3]").budget, compose_config().trainer)
+    check_milestones(compose_config("budget.milestones=[0.5,1]").budget, compose_config().trainer)  # 1: the run
+    early = compose_config("trainer.warmup_steps=2", "budget.max_steps=12", "budget.milestones=[0.25]")
+    check_milestones(early.budget, early.trainer)  # a warm-up over before the first milestone (step 3)
