@@ -18,6 +18,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .milestones import fractions as milestone_fractions
 from .run_record import RunRecord
 from .sampling import benchmarks_from_config, selection_benchmark
 
@@ -71,6 +72,12 @@ class PlannedRun:
     """Optimizer updates the run gets in its training budget, at the measured (else estimated) step time."""
     measured_by: str = ""
     """Where the measured step times come from: "earlier runs of the sweep", "the sweep's preflight" or ""."""
+    milestones: tuple[float, ...] = ()
+    """budget.milestones: the shorter budgets this run keeps and evaluates."""
+    milestone_evaluation_hours: float = 0.0
+    """The milestones' evaluations (included in evaluation_hours)."""
+    separate_hours: float = 0.0
+    """What the milestones' budgets would cost as separate runs (their training and evaluation)."""
 
 
 def slurm_job_alive(job_id: str | None) -> bool:
@@ -283,7 +290,14 @@ def plan_run(
     measured = measured_throughput(Path(run_dir).parent, str(cfg.model.name))
     known = {b.name for b in benchmarks_from_config(cfg.eval)} & set(measured)
     steps = measured_step_times(Path(run_dir).parent, str(cfg.model.name))
-    evaluation_h = estimate_evaluation_s(cfg, measured, steps.step_s if steps else None) / 3600.0
+    step_s = steps.step_s if steps else None
+    evaluation_h = estimate_evaluation_s(cfg, measured, step_s) / 3600.0
+    kept = tuple(milestone_fractions(cfg.budget))
+    milestone_h = len(kept) * estimate_evaluation_s(cfg, measured, step_s, phases=1, checkpoints=0) / 3600.0
+    full_selection_h = evaluation_h - estimate_evaluation_s(cfg, measured, step_s, checkpoints=0) / 3600.0
+    # a separate run of f x the budget: f x the training, its own baseline and final evaluation, f x the selections
+    separate_h = sum(f * training_h + (evaluation_h - full_selection_h) + f * full_selection_h for f in kept)
+    evaluation_h += milestone_h
     startup_min = float((cfg.budget.get("estimate") or {}).get("startup_minutes") or 0)
     window_s, window_measured = stop_window_s(cfg, Path(run_dir).parent)
     # the stop window too: a run that needs all its time would otherwise be signalled in its final evaluation
@@ -307,8 +321,11 @@ def plan_run(
         bool(known),
         window_s,
         window_measured,
-        planned_updates(cfg, steps.step_s if steps else None),
+        planned_updates(cfg, step_s),
         steps.source if steps else "",
+        kept,
+        milestone_h,
+        separate_h,
     )
 
 
@@ -405,6 +422,15 @@ def format_plan(runs: list[PlannedRun]) -> str:
         "measured) and not counted in the budget; updates = optimizer steps in the budget at the step time (m: "
         "measured); job time = start-up + both + the stop window, per SLURM job (h:mm)"
     )
+    with_milestones = [r for r in todo if r.milestones]
+    if with_milestones:
+        extra = sum(r.milestone_evaluation_hours for r in with_milestones)
+        separate = sum(r.separate_hours for r in with_milestones)
+        shown = ", ".join(f"{f:g}" for f in sorted({f for r in with_milestones for f in r.milestones}))
+        lines.append(
+            f"budget.milestones ({shown} of the budget): their evaluations add {extra:.2f} device-hours to the sweep "
+            f"(in eval h above); the same budgets as separate runs would cost {separate:.2f} device-hours more"
+        )
     if todo:
         window = max(todo, key=lambda r: r.stop_window_s)
         source = f"measured by {window.measured_by}" if window.stop_window_measured else "budget.estimate"

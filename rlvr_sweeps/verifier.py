@@ -11,10 +11,12 @@ one JSON answer per line on stdout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -106,13 +108,14 @@ class MathVerifier:
     def _ensure_child(self) -> subprocess.Popen:
         if self._child is not None and self._child.poll() is None:
             return self._child
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "rlvr_sweeps.verifier", str(self.memory_mb)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            bufsize=0,
-        )
+        with deaf_to_stop_signals():
+            self._child = subprocess.Popen(
+                [sys.executable, "-m", "rlvr_sweeps.verifier", str(self.memory_mb)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                bufsize=0,
+            )
         # the child says "ready" once math-verify is imported, so start-up never counts as a check's time
         if self._read_line(self._child, time.monotonic() + self.STARTUP_TIMEOUT_S) != "ready\n":
             self._stop_child()
@@ -131,6 +134,21 @@ class MathVerifier:
             self._stop_child()
         except Exception:  # noqa: BLE001
             pass
+
+
+@contextlib.contextmanager
+def deaf_to_stop_signals():
+    """Start a child that ignores SIGUSR2: SLURM signals every process of a job step at its time limit (and a
+    preflight sends the same), and the worker, which would die of it, is the parent's to stop (its stdin closes).
+    An ignored signal stays ignored across exec; the parent's own handler is put back at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
 
 
 # a number as written: "3", "-4", "1,024", "0.5", "$3$", "3." - not "7 - 4" or "\\frac{6}{2}"

@@ -81,3 +81,18 @@ def test_milestones_are_fractions_of_the_budget():
     check_milestones(compose_config("budget.milestones=[0.5,1]").budget, compose_config().trainer)  # 1: the run
     early = compose_config("trainer.warmup_steps=2", "budget.max_steps=12", "budget.milestones=[0.25]")
     check_milestones(early.budget, early.trainer)  # a warm-up over before the first milestone (step 3)
+
+
+def test_the_plan_prices_the_milestones_beside_separate_runs_of_the_same_budgets(tmp_path):
+    from rlvr_sweeps.sweep import format_plan, plan_run
+
+    plain = plan_run(compose_config("experiment=study"), tmp_path / "a", [])
+    cfg = compose_config("experiment=study", "budget.milestones=[0.25,0.5]")
+    with_milestones = plan_run(cfg, tmp_path / "b", [])
+    assert with_milestones.milestones == (0.25, 0.5) and with_milestones.milestone_evaluation_hours > 0
+    extra = with_milestones.evaluation_hours - plain.evaluation_hours
+    assert extra == pytest.approx(with_milestones.milestone_evaluation_hours)
+    # as separate runs: a quarter and a half of the training, each with its own baseline and final evaluation
+    assert with_milestones.separate_hours > 0.75 * plain.training_hours + extra
+    text = format_plan([with_milestones])
+    assert "budget.milestones (0.25, 0.5 of the budget): their evaluations add" in text and "separate runs" in text

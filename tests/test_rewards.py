@@ -83,6 +83,18 @@ def test_a_check_that_outlives_the_hard_limit_is_killed_and_the_verifier_recover
         verifier.close()
 
 
+def test_the_worker_outlives_the_time_limit_signal_slurm_sends_every_process_of_a_job(verifier):
+    import os
+    import signal
+    import time
+
+    assert verifier.verify("42", "\\boxed{42}").correct  # the worker is up
+    os.kill(verifier._child.pid, signal.SIGUSR2)  # as SLURM's --signal=USR2 or a preflight's scancel would
+    time.sleep(0.3)
+    assert verifier._child.poll() is None and verifier.verify("7", "\\boxed{7}").correct
+    assert signal.getsignal(signal.SIGUSR2) is not signal.SIG_IGN  # the parent keeps its own handling
+
+
 def test_format_reward_wants_a_non_empty_final_box():
     reward = make_format_reward(max_chars=20_000)
     completions = ["\\boxed{3}", "\\boxed{}", "\\boxed{ }", "no box", chat("a \\boxed{x^{2}} b"), "\\boxed{unclosed"]
