@@ -127,6 +127,16 @@ class RunRecord:
         except (OSError, json.JSONDecodeError):
             return {}
 
+    def unstarted_job(self) -> str | None:
+        """The job of the last submission when no summary has been written since it (the job has not started, as
+        far as this folder shows); None once a job wrote its summary: from then on the summary tells the run's
+        state (a failed job may still be COMPLETING in SLURM when the launcher reports it)."""
+        submission = self.read_submission()
+        summary = self.read_summary() or {}
+        if not submission or summary.get("updated_at", "") >= submission.get("submitted_at", ""):
+            return None
+        return submission.get("job_id")
+
     def read_config(self) -> dict | None:
         try:
             loaded = yaml.safe_load(self.config_path.read_text())

@@ -273,14 +273,14 @@ def plan_run(
     is about the whole run, so it takes the root config; it reads budget.minutes, .device, .price_per_hour and
     .estimate, model.name, trainer.save_steps and eval.* (benchmarks, baseline, final, the selection)."""
     record = RunRecord(run_dir)
-    summary, submitted = record.read_summary() or {}, record.read_submission().get("job_id")
+    summary, submitted = record.read_summary() or {}, record.unstarted_job()
     status = summary.get("status", "new")
     action, note = "run", ""
     if status == "completed":
         action, note = "skip", f"completed ({summary.get('stop_reason')})"
     elif status in {"running", "interrupted"} and slurm_job_alive(summary.get("slurm_job_id")):
         action, note = "skip", f"alive as SLURM job {summary['slurm_job_id']}"
-    elif slurm_job_alive(submitted):  # submitted by an earlier launch, pending or starting: nothing written yet
+    elif submitted and slurm_job_alive(submitted):  # submitted by an earlier launch, pending or starting
         action, note = "skip", f"queued as SLURM job {submitted}"
     elif status == "failed":
         note = "retry after failure: " + _first_line(summary.get("error"))

@@ -124,3 +124,19 @@ def test_a_lease_whose_holder_stopped_renewing_expires(tmp_path):
             assert json.loads(path.read_text())["token"] == lease.token
             assert json.loads(path.read_text())["heartbeat"] > first
     assert not path.exists()
+
+
+def test_a_submission_counts_as_unstarted_only_until_a_job_writes_the_summary(tmp_path):
+    """A job that failed is still COMPLETING in SLURM when the launcher reports it: the plan must read its summary
+    (retry after failure), not the submission (queued)."""
+    from rlvr_sweeps.run_record import RunRecord
+
+    record = RunRecord(tmp_path)
+    assert record.unstarted_job() is None
+    record.record_submission("41")
+    assert record.unstarted_job() == "41"  # nothing written since: pending
+    record.update_summary(status="failed", error="boom")
+    assert record.unstarted_job() is None  # the job started and wrote its summary
+    time.sleep(1.1)  # timestamps are in seconds
+    record.record_submission("42")  # the relaunch resubmits it
+    assert record.unstarted_job() == "42"
