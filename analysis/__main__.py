@@ -32,6 +32,7 @@ from pathlib import Path
 
 from rlvr_sweeps.errors import UserError
 
+from .budget_axis import budget_rows
 from .plots import all_plots
 from .sources import load_local, load_wandb
 from .tables import all_tables, benchmarks_and_metrics, runs_table
@@ -144,7 +145,9 @@ def main(argv: list[str] | None = None, api=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     min_effect = None if args.min_effect is None else args.min_effect / 100
-    tables = all_tables(runs, args.collapse_margin, min_effect)
+    levels = budget_rows(runs, curves, warn=lambda line: print(line, file=sys.stderr))  # a row per run and budget
+    runs = levels[levels["milestone"].isna()]  # each run at its own budget (the views, the plots by rank)
+    tables = all_tables(levels, args.collapse_margin, min_effect)
     for table in tables:
         print(table.markdown())
         stem = table.name.replace("/", "_").replace("@", "").replace(".", "p")
@@ -158,8 +161,8 @@ def main(argv: list[str] | None = None, api=None) -> int:
         print(NO_INTERVALS_WANDB)
     if "runs_needed" in found:
         print("Runs needed:\n" + "\n".join(f"- {line}" for line in found["runs_needed"].csv["line"]))
-    runs_table(runs).to_csv(out / "runs.csv", index=False)
-    plots = all_plots(runs, curves, benchmarks_and_metrics(runs), out)
+    runs_table(levels).to_csv(out / "runs.csv", index=False)
+    plots = all_plots(runs, curves, benchmarks_and_metrics(runs), out, levels)
     print(
         f"{len(runs)} runs ({(runs['status'] != 'completed').sum()} not completed); tables (.csv, .md, .tex), "
         f"runs.csv and {len(plots)} plots in {out}/"
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
 
         url = publish(
             tables,
-            runs_table(runs),
+            runs_table(levels),
             plots,
             project=args.wandb.split("/")[-1] if args.wandb else args.project,
             entity=args.wandb.split("/")[0] if args.wandb and "/" in args.wandb else None,

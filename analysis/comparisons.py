@@ -36,6 +36,7 @@ from rlvr_sweeps.significance import (
     read_outcomes,
 )
 
+from .budget_axis import LEVEL, level_order
 from .seed_stats import (
     MAX_RUNS,
     RunsNeeded,
@@ -49,7 +50,7 @@ SIGNIFICANT = "*"  # seed-level: >= 3 runs a side, the t interval excludes 0 aft
 EVAL_NOISE = "°"  # one run a side: beyond the evaluation noise of these runs (problem bootstrap), seeds unmeasured
 
 # settings that, when a sweep varies them, get tables of their own (a cell averages seeds only)
-SPLIT_BY = ("learning_rate", "variant", "budget")
+SPLIT_BY = ("learning_rate", "variant", "budget", "budget_level")
 # config keys that are the tables' own axes, the seed, or what SPLIT_BY's columns already carry: every other
 # result-changing key (run_record.result_settings) that differs between the runs of one arm is a setting too
 NOT_SETTINGS = (
@@ -61,6 +62,10 @@ NOT_SETTINGS = (
     "lora.effective_learning_rate",
     "lora.variant",
     "budget.name",
+    "budget.minutes",  # the budget's size and its milestones are the budget_level axis (analysis.budget_axis)
+    "budget.max_steps",
+    "budget.max_generated_tokens",
+    "budget.milestones",
 )
 
 
@@ -86,7 +91,7 @@ def setting_label(setting: Setting) -> str:
 
 def slug(label: str) -> str:
     """A setting's label ("learning_rate=1e-05, budget=a40") as a table name's suffix."""
-    return label.replace(", ", "_").replace("=", "")
+    return label.replace(", ", "_").replace("=", "").replace(" ", "").replace(",", "")
 
 
 def settings_groups(runs: pd.DataFrame, by: tuple[str, ...] = SPLIT_BY) -> list[tuple[Setting, pd.DataFrame]]:
@@ -104,10 +109,14 @@ def settings_groups(runs: pd.DataFrame, by: tuple[str, ...] = SPLIT_BY) -> list[
     varying = [c for c in (*by, *derived) if c in runs and runs[c].nunique(dropna=False) > 1]
     if not varying:
         return [((), runs)]
-    return [
+    groups = [
         (tuple(zip(varying, key if isinstance(key, tuple) else (key,))), group)
         for key, group in runs.groupby(varying, dropna=False, sort=True)
     ]
+    levels = level_order(runs)  # budget levels from the smallest budget up, not alphabetically ("12 h" < "3 h")
+    if not levels:
+        return groups
+    return sorted(groups, key=lambda g: [levels.index(v) if c == LEVEL and v in levels else 0 for c, v in g[0]])
 
 
 def derived_settings(runs: pd.DataFrame) -> list[str]:
@@ -238,8 +247,16 @@ def problem_accuracy(cell: pd.DataFrame, phase: str, benchmark: str) -> dict[str
 
 
 def _sample_files(cell: pd.DataFrame, phase: str, benchmark: str) -> list[Path]:
-    paths = [p for p in cell["path"] if isinstance(p, str)] if "path" in cell else []
-    return [Path(p) / "eval" / phase / f"{benchmark}.jsonl" for p in paths]
+    """The per-sample records of a cell's runs; "final" is each row's own evaluation (`eval_phase`: a milestone row's
+    is milestone-<f>, analysis.budget_axis)."""
+    if "path" not in cell:
+        return []
+    phases = cell["eval_phase"] if phase == "final" and "eval_phase" in cell else pd.Series(phase, index=cell.index)
+    return [
+        Path(p) / "eval" / (own if isinstance(own, str) else phase) / f"{benchmark}.jsonl"
+        for p, own in zip(cell["path"], phases)
+        if isinstance(p, str)
+    ]
 
 
 def baseline_variance(cell: pd.DataFrame, benchmark: str) -> float:

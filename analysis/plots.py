@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .budget_axis import LEVEL, varies_budget  # noqa: E402
 from .comparisons import all_comparisons, column_label, rank_order, setting_label  # noqa: E402
 from .rank_lr import lr_labels, rank_lr_grid, rank_lr_groups, varies_learning_rate  # noqa: E402
 from .render import GAP  # noqa: E402
@@ -183,7 +184,63 @@ def rank_lr_heatmap(runs: pd.DataFrame, benchmark: str, path: Path) -> Path | No
     return _save(fig, path)
 
 
-def all_plots(runs: pd.DataFrame, curves: pd.DataFrame, benchmarks: list[tuple[str, str]], out: Path) -> list[Path]:
+def pass_vs_training_hours(levels: pd.DataFrame, benchmark: str, path: Path) -> Path | None:
+    """Pass@1 against the training hours spent, at each budget level the runs reached (analysis.budget_axis): one
+    panel per init, per rank a thin line for every run (its milestones and its end) and a thick one through the mean
+    over runs at each level; the untrained baseline dashed. None unless the runs reach several levels."""
+    key, base_key = f"eval/{benchmark}/pass@1", f"baseline/{benchmark}/pass@1"
+    if not varies_budget(levels) or key not in levels:
+        return None
+    ok = levels[levels["status"] == "completed"].dropna(subset=[key, "training_hours"])
+    if not len(ok) or ok[LEVEL].nunique() < 2:
+        return None
+    minutes = ok["training_hours"].max() < 2  # CPU-sized budgets read better in minutes
+    scale, unit = (60, "minutes") if minutes else (1, "hours")
+    inits = sorted(ok["init"].unique())
+    fig, axes = plt.subplots(1, len(inits), figsize=(5.5 * len(inits), 4.2), squeeze=False, sharey=True)
+    for ax, init in zip(axes[0], inits):
+        panel = ok[ok["init"] == init]
+        base = panel[base_key].mean() * 100 if base_key in panel and panel[base_key].notna().any() else None
+        start = [0.0] if base is not None else []  # every run starts from the untrained model
+        for rank in rank_order(panel["rank"].unique()):
+            arm = panel[panel["rank"] == rank]
+            means = arm.groupby(LEVEL)[["training_hours", key]].mean().sort_values("training_hours")
+            drawn = ax.plot(
+                start + list(means["training_hours"] * scale),
+                ([base] if start else []) + list(means[key] * 100),
+                marker="o",
+                linewidth=2.5,
+                label=_rank_label(rank),
+            )
+            for _, run in arm.groupby("run"):
+                run = run.sort_values("training_hours")
+                ax.plot(
+                    start + list(run["training_hours"] * scale),
+                    ([base] if start else []) + list(run[key] * 100),
+                    color=drawn[0].get_color(),
+                    linewidth=0.7,
+                    alpha=0.35,
+                )
+        if base is not None:
+            ax.axhline(base, linestyle="--", color="grey", label="untrained baseline")
+        ax.set_title(f"init: {init}")
+        ax.set_xlabel(f"training {unit} (measured, at each budget level)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(f"Pass@1 on {benchmark} (%)")
+    fig.suptitle(f"Pass@1 on {benchmark} against training time\n(thin: each run; thick: the mean over runs)")
+    return _save(fig, path)
+
+
+def all_plots(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    benchmarks: list[tuple[str, str]],
+    out: Path,
+    levels: pd.DataFrame | None = None,
+) -> list[Path]:
+    """Every figure; `runs` are the runs at their own budgets, `levels` every run at each budget level it reached
+    (analysis.budget_axis: the Pass@1-against-training-hours figure)."""
     made = [
         training_curves(
             curves,
@@ -206,4 +263,8 @@ def all_plots(runs: pd.DataFrame, curves: pd.DataFrame, benchmarks: list[tuple[s
             made.append(accuracy_vs_cost(runs, benchmark, metric, out / f"{benchmark}_pass1_vs_cost.png"))
             if varies_learning_rate(runs):
                 made.append(rank_lr_heatmap(runs, benchmark, out / f"rank_x_lr_{benchmark}.png"))
+            if levels is not None:
+                made.append(
+                    pass_vs_training_hours(levels, benchmark, out / f"{benchmark}_pass1_vs_training_hours.png")
+                )
     return [p for p in made if p is not None]

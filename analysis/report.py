@@ -9,7 +9,8 @@ initialization (config model.name) a panel grid over the group's runs of that in
 config lora.rank: line plots of reward, accuracy reward, completion length (and KL when the runs logged it)
 over train/global_step, one line per rank (mean over seeds, min-max band), and bar plots of the untrained
 and final Pass@k (baseline/<bench>/pass@k, eval/<bench>/pass@k) and of the change (delta/<bench>/pass@k)
-per benchmark, one bar per rank (mean, standard error); then the analysis tables as Markdown. The
+per benchmark, one bar per rank (mean, standard error), and with budget.milestones Pass@k at each budget level
+(milestone/<f>/eval/<bench>/pass@k, then the whole budget's); then the analysis tables as Markdown. The
 workspace: the same panels over the group's runs, grouped by model.name then lora.rank, each rank in one
 color, and the tables as Markdown panels.
 
@@ -164,9 +165,23 @@ def panels(logged: Logged, metrics: list[tuple[str, str]], by_rank: bool, limit:
         ):
             bars = wr.BarPlot(title=title, metrics=keys, orientation="v", max_runs_to_show=limit, **group, **error)
             made.append(bars)
+        levels = budget_level_keys(logged, bench, metric)
+        if len(levels) > 1:  # budget.milestones: the shorter budgets' scores beside the run's own, by rank
+            title = f"{bench} {metric} at each budget level (milestones, then the whole budget)"
+            made.append(
+                wr.BarPlot(title=title, metrics=levels, orientation="v", max_runs_to_show=limit, **group, **error)
+            )
     for index, panel in enumerate(made):
         panel.layout = _layout(index)
     return made
+
+
+def budget_level_keys(logged: Logged, bench: str, metric: str) -> list[str]:
+    """The summary keys of `metric` at each budget level the runs logged: milestone/<f>/eval/<bench>/<metric> by
+    fraction (rlvr_sweeps.milestones), then eval/<bench>/<metric> (the whole budget)."""
+    tail = f"/eval/{bench}/{metric}"
+    found = [k for k in logged.summary if k.startswith("milestone/") and k.endswith(tail) and k.count("/") == 4]
+    return sorted(found, key=lambda k: float(k.split("/")[1])) + [f"eval/{bench}/{metric}"]
 
 
 def config_key(key: str) -> str:

@@ -14,7 +14,8 @@ from rlvr_sweeps.run_record import flat_summary, read_jsonl, result_settings
 
 # per-step training metrics kept for the curves (W&B logs them with a "train/" prefix)
 CURVE_KEYS = {"reward": "reward", "completions/mean_length": "completion_length"}
-RESULTS = {"eval", "baseline", "delta"}  # the first part of the flat keys of a run's results
+# the first part of the flat keys of a run's results (milestone/<f>/...: those of its shorter budgets, budget_axis)
+RESULTS = {"eval", "baseline", "delta", "milestone"}
 # The run's own config (conf/config.yaml's groups and keys); a W&B run's config also holds the overrides, the memory
 # fit and every TrainingArguments field transformers' W&B callback adds at its top level
 CONFIG_KEYS = (
@@ -33,6 +34,7 @@ CONFIG_KEYS = (
     "paths",
     "dry_run",
     "preflight",
+    "search",
 )
 
 
@@ -72,6 +74,9 @@ def run_row(flat: dict, config: dict, run: str) -> dict:
         # result-changing setting (the runs' own settings split the tables: comparisons.settings_groups)
         "versions": {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("versions/")},
         "settings": result_settings({k: v for k, v in config.items() if k in CONFIG_KEYS}),
+        # what analysis.budget_axis places the run and its milestones on the budget axis with
+        "budget_config": {k: budget.get(k) for k in ("minutes", "max_steps", "max_generated_tokens")},
+        "spend": {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("budget/")},
     }
     row.update({k: v for k, v in flat.items() if k.split("/")[0] in RESULTS})
     return row

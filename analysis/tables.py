@@ -39,6 +39,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .budget_axis import COLUMNS as BUDGET_COLUMNS
+from .budget_tables import budget_tables
 from .comparisons import (
     EVAL_NOISE,
     SIGNIFICANT,
@@ -388,6 +390,8 @@ def all_tables(runs: pd.DataFrame, collapse_margin: float, min_effect: float | N
     if varies_learning_rate(runs):  # its comparisons are those of the settings above: not added again
         for bench in pass1:
             tables += rank_lr_tables(runs, bench, by_bench[bench])
+    for bench in pass1:  # when the runs reach several budget levels: the same comparisons, by budget level
+        tables += budget_tables(runs, bench, by_bench[bench], collapse_margin)
     extra = [significance_table(compared), runs_needed_table(compared, min_effect)]
     return tables + [table for table in extra if table is not None]
 
@@ -423,8 +427,11 @@ def provenance_notes(runs: pd.DataFrame) -> list[str]:
     return notes
 
 
+NOT_CSV = ("settings", "versions", "budget_config", "spend")  # read by the analysis, not CSV columns
+
+
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every run, one row: the CSV users filter themselves."""
+    """Every run at each budget level (analysis.budget_axis), one row: the CSV users filter themselves."""
     first = [
         "run",
         "init",
@@ -435,6 +442,7 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
         "base_learning_rate",
         "lr_rule",
         "budget",
+        *BUDGET_COLUMNS,
         "seed",
         "status",
         "stop_reason",
@@ -448,5 +456,5 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
         "length_end",
         "path",
     ]
-    kept = [c for c in runs if c not in ("settings", "versions")]  # read by the analysis, not a CSV column
+    kept = [c for c in runs if c not in NOT_CSV]
     return runs[[c for c in first if c in kept] + sorted(c for c in kept if c not in first)]

@@ -18,6 +18,7 @@ from .data import check_local_path
 from .errors import UserError
 from .hardware import Hardware, cuda_diagnosis
 from .milestones import check_milestones
+from .search import check_search
 from .rewards import check_reward_names
 from .sampling import benchmarks_from_config, resolve_backend
 from .trainer import grpo_config
@@ -30,6 +31,7 @@ def check_config(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -
     check_budget(cfg.budget)
     check_trainer_numbers(cfg.trainer)
     check_milestones(cfg.budget, cfg.trainer)
+    check_search(cfg.get("search"), plan_only)
     lora_config(cfg.lora)
     check_reward_names(cfg.reward)
     with tempfile.TemporaryDirectory() as scratch:

@@ -291,9 +291,12 @@ NOT_RESULT_KEYS = (
     "name",
     "dry_run",
     "preflight",
+    "search",
     "logger",
     "paths",
     "guards",
+    "budget.estimate",
+    "budget.price_per_hour",
     "eval.batch_size",
     "eval.save_text",
     "eval.vllm_gpu_memory_utilization",
@@ -361,6 +364,7 @@ def mixed_versions(attempts: list[dict]) -> dict[str, list[str]]:
 
 FLAT_SECTIONS = ("model", "lora", "budget", "timings", "train", "versions")
 FLAT_FIELDS = ("status", "stop_reason", "global_step", "name", "error", "git_commit")
+MILESTONE_SPEND = ("fraction", "step", "training_s", "generated_tokens", "selected_step")
 
 
 def flat_summary(summary: dict) -> dict:
@@ -373,6 +377,10 @@ def flat_summary(summary: dict) -> dict:
             flat[name] = summary[name]
     for section in FLAT_SECTIONS:
         flat.update(_flatten(summary.get(section) or {}, f"{section}/"))
+    for name, entry in (
+        summary.get("milestones") or {}
+    ).items():  # what each shorter budget spent (its results: metrics)
+        flat.update({f"milestone/{name}/{key}": entry[key] for key in MILESTONE_SPEND if key in entry})
     if summary.get("mixed_versions"):  # the attempts ran under different versions: one line, "trl 1.13.0 then 1.16.0"
         flat["mixed_versions"] = "; ".join(
             f"{name} {' then '.join(versions)}" for name, versions in summary["mixed_versions"].items()

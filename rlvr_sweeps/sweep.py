@@ -12,7 +12,7 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from .milestones import fractions as milestone_fractions
 from .run_record import RunRecord
+from .search import TwoStage, cost_lines, costs
 from .sampling import benchmarks_from_config, selection_benchmark
 
 LIVE_SLURM_STATES = {
@@ -78,6 +79,9 @@ class PlannedRun:
     """The milestones' evaluations (included in evaluation_hours)."""
     separate_hours: float = 0.0
     """What the milestones' budgets would cost as separate runs (their training and evaluation)."""
+    search: dict | None = None
+    """search=two_stage: its design, the run's rank and learning rate, and what a stage-1 run to the milestone
+    costs (stage1_hours): what format_plan prices both stages from (rlvr_sweeps.search)."""
 
 
 def slurm_job_alive(job_id: str | None) -> bool:
@@ -326,7 +330,45 @@ def plan_run(
         kept,
         milestone_h,
         separate_h,
+        search_entry(cfg, training_h, full_selection_h, evaluation_h - full_selection_h - milestone_h),
     )
+
+
+def search_entry(cfg: DictConfig, training_h: float, selection_h: float, baseline_final_h: float) -> dict | None:
+    """What the plan needs of a run in a two-stage search: the design, the arm (rank, learning rate) and the cost of
+    one stage-1 run (the milestone's share of the training and of the selection evaluations, and the baseline)."""
+    search = cfg.get("search") or {}
+    if search.get("name") != "two_stage":
+        return None
+    design = TwoStage.from_config(search)
+    phases = int(bool(cfg.eval.baseline)) + int(bool(cfg.eval.final))
+    baseline_h = baseline_final_h / phases if cfg.eval.baseline and phases else 0.0
+    return {
+        **asdict(design),
+        "rank": cfg.lora.get("rank"),
+        "learning_rate": float(cfg.trainer.learning_rate),  # the grid's axis (lora.lr_rule may scale it per rank)
+        "stage1_hours": design.milestone * (training_h + selection_h) + baseline_h,
+    }
+
+
+def search_lines(runs: list[PlannedRun]) -> list[str]:
+    """Both stages of a two-stage search and the grids beside them, priced from the planned runs (the grid's arms)."""
+    staged = [r for r in runs if r.search]
+    if not staged:
+        return []
+    design = TwoStage(*(staged[0].search[k] for k in ("milestone", "stage1_seeds", "promote", "stage2_seeds")))
+    ranks = {str(r.search["rank"]) for r in staged}
+    rates = {float(r.search["learning_rate"]) for r in staged}
+    run_hours = sum(r.device_hours for r in staged) / len(staged)
+    stage1_hours = sum(r.search["stage1_hours"] for r in staged) / len(staged)
+    found = costs(design, len(ranks), len(rates), run_hours, stage1_hours)
+    devices = "/".join(sorted({r.device for r in staged}))
+    return [
+        *cost_lines(found, design, devices),
+        f"(the runs above are the grid's arms: {len(ranks)} ranks x {len(rates)} learning rates; a full run "
+        f"{run_hours:.2f} {devices}-hours, a stage-1 run to {design.milestone:g} of the budget {stage1_hours:.2f}: "
+        f"the share of the training and selection evaluations, and the baseline)",
+    ]
 
 
 def plan_preflight(cfg: DictConfig, run_dir: str | Path, overrides: list[str]) -> PlannedRun:
@@ -431,6 +473,7 @@ def format_plan(runs: list[PlannedRun]) -> str:
             f"budget.milestones ({shown} of the budget): their evaluations add {extra:.2f} device-hours to the sweep "
             f"(in eval h above); the same budgets as separate runs would cost {separate:.2f} device-hours more"
         )
+    lines += search_lines(runs)
     if todo:
         window = max(todo, key=lambda r: r.stop_window_s)
         source = f"measured by {window.measured_by}" if window.stop_window_measured else "budget.estimate"

@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
-from conftest import compose_config, train_in_process
+from analysis.budget_axis import budget_rows
+from analysis.report import budget_level_keys, wandb_keys
+from analysis.sources import load_local, load_wandb
+from analysis.tables import all_tables
+from conftest import OfflineWandbApi, OfflineWandbRun, compose_config, train_in_process
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.milestones import check_milestones
 
@@ -19,7 +24,6 @@ LEARNS = (  # tiny_math on 1-digit sums moves its adapter in a few steps
     "eval=[sums_heldout]",
     "eval.sampling.n=2",
     "eval.sampling.k=[1,2]",
-    "logger=none",
     "trainer.max_completion_length=16",
     "trainer.learning_rate=0.003",
     "trainer.save_steps=2",
@@ -35,8 +39,9 @@ def test_a_milestone_is_the_run_a_shorter_budget_makes(tmp_path, model_cache):
     """12 steps with a milestone at 0.5 against 6 steps of the same seed: the same adapter at step 6, bit for bit,
     and the same evaluation records, sample for sample."""
     runs = tmp_path / "runs"
-    long = train_in_process(runs, model_cache, *LEARNS, "budget.max_steps=12", "budget.milestones=[0.5]")
-    short = train_in_process(runs, model_cache, *LEARNS, "budget.max_steps=6")
+    logged = ("name=axis", "logger=wandb")  # offline: the budget axis from W&B below
+    long = train_in_process(runs, model_cache, *LEARNS, *logged, "budget.max_steps=12", "budget.milestones=[0.5]")
+    short = train_in_process(runs, model_cache, *LEARNS, *logged, "budget.max_steps=6")
     kept = long["milestones"]["0.5"]
     assert kept["step"] == 6 and kept["generated_tokens"] > 0 and 0 < kept["training_s"] < long["budget"]["training_s"]
     long_dir, short_dir = Path(long["run_dir"]), Path(short["run_dir"])
@@ -50,6 +55,38 @@ def test_a_milestone_is_the_run_a_shorter_budget_makes(tmp_path, model_cache):
     )
     assert long["metrics"]["milestone/0.5/eval/sums_heldout/pass@1"] == short["metrics"]["eval/sums_heldout/pass@1"]
     assert long["budget"]["milestones_evaluation_s"] > 0  # on the evaluation clock, not the training budget
+    the_budget_axis_from_run_folders_and_from_wandb_alike(runs / "axis")
+
+
+def the_budget_axis_from_run_folders_and_from_wandb_alike(sweep: Path) -> None:
+    """The two runs on the budget axis (analysis.budget_axis): the 12-step run at 6 and 12 steps, the 6-step run at
+    6, where it is the same training as the milestone (kept once). Read from the run folders and from their offline
+    W&B runs, the rows, tables and the report's budget panel agree."""
+    local = budget_rows(load_local([str(sweep)])[0], warn=lambda line: None)
+    offline = [next((d / "wandb").glob("offline-run-*")) for d in sweep.iterdir() if (d / "wandb").is_dir()]
+    wandb_runs = [OfflineWandbRun(d) for d in offline]
+    found = load_wandb("me/rlvr-sweeps", group="axis", api=OfflineWandbApi(wandb_runs))
+    warned = []
+    remote = budget_rows(found[0], warn=warned.append)
+    assert (
+        len(warned) == 1 and "milestone 0.5 (6 steps)" in warned[0]
+    )  # the milestone and the 6-step run: one training
+    for rows in (local, remote):
+        assert sorted(rows["budget_level"]) == ["12 steps", "6 steps"] and rows["milestone"].isna().all()
+    local_tables, remote_tables = all_tables(local, 0.02), all_tables(remote, 0.02)
+    assert [t.name for t in local_tables] == [t.name for t in remote_tables]
+    assert "sums_heldout/pass@1_budget_x_rank_tiny_math" in [t.name for t in local_tables]
+    for mine, theirs in zip(local_tables, remote_tables):
+        noise = "evaluation noise, these runs"
+        pd.testing.assert_frame_equal(
+            mine.frame.drop(columns=noise, errors="ignore"), theirs.frame.drop(columns=noise, errors="ignore")
+        )
+    logged = wandb_keys(wandb_runs)
+    assert budget_level_keys(logged, "sums_heldout", "pass@1") == [
+        "milestone/0.5/eval/sums_heldout/pass@1",
+        "eval/sums_heldout/pass@1",
+    ]
+    assert "milestone/0.5/training_s" in logged.summary and "milestone/0.5/step" in logged.summary
 
 
 def load_adapter(folder: Path) -> dict:

@@ -109,7 +109,11 @@ def test_a_2x2_sweep_of_single_gpu_jobs_comes_back(sweep):
 
 
 def test_a_requeued_job_resumes_from_its_checkpoint(sweep):
-    submitted = sweep("name=requeue", "budget.max_steps=20", "trainer.save_steps=3", "eval=[]")
+    """With milestones at steps 5 and 10: the first is kept before the requeue and never saved again, the second
+    after it; rotation (2 checkpoints) deletes neither."""
+    submitted = sweep(
+        "name=requeue", "budget.max_steps=20", "trainer.save_steps=3", "eval=[]", "budget.milestones=[0.25,0.5]"
+    )
     assert submitted.returncode == 0 and "1 jobs queued" in submitted.stdout, submitted.stdout + submitted.stderr
     folder = sweep.runs / "requeue"
 
@@ -133,6 +137,13 @@ def test_a_requeued_job_resumes_from_its_checkpoint(sweep):
     first, second = after["attempts"]
     assert first["resumed_from_step"] == 0 and second["resumed_from_step"] >= before["global_step"]
     assert after["global_step"] == 20 and after["stop_reason"] == "max_steps"
+    kept = after["milestones"]
+    assert {name: entry["step"] for name, entry in kept.items()} == {"0.25": 5, "0.5": 10}
+    assert kept["0.25"] == before["milestones"]["0.25"]  # kept by the first job, not saved again by the second
+    assert kept["0.5"]["saved_at"] >= second["started_at"]
+    for name in kept:
+        assert (run_dir / "milestones" / name / "adapter_model.safetensors").exists()
+    assert not (run_dir / "checkpoints" / "checkpoint-5").exists()  # rotated away; the milestone stays
     assert after["wandb"]["run_id"] == before["wandb"]["run_id"]  # the same W&B run, resumed
     assert after["budget"]["training_s"] > before["budget"]["training_s"] > 0  # the first attempt's training counts
 

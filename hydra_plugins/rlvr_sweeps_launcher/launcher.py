@@ -49,6 +49,7 @@ class _SweepLauncherMixin:
         (the jobs' overrides, their plans, dry_run, the Hub items they load, preflight)."""
         from rlvr_sweeps.hub import required_items
         from rlvr_sweeps.preflight import hungriest_arms
+        from rlvr_sweeps.search import check_search
         from rlvr_sweeps.sweep import plan_preflight, plan_run
 
         arms = []
@@ -71,6 +72,8 @@ class _SweepLauncherMixin:
             if plan.action == "run":
                 hub_items += required_items(config)
         dry_run = any(bool(config.dry_run) for _, config, _, _ in arms)
+        for _, config, _, _ in arms[:1]:  # before anything is submitted
+            check_search(config.get("search"), plan_only=dry_run)
         return [a[0] for a in arms], plans, dry_run, hub_items, preflight
 
     def _executor(self, plans):
