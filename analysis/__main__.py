@@ -26,6 +26,7 @@ did log); --report / --workspace save them (same title: updated) and print their
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import sys
 from pathlib import Path
@@ -136,6 +137,13 @@ def main(argv: list[str] | None = None, api=None) -> int:
             print(f"{err}{OFFLINE_VIEWS if wants_views(args) else ''}", file=sys.stderr)
             return 2
     else:
+        missing = [path for path in args.runs if not glob.glob(path)]
+        if missing:
+            print(
+                f"{', '.join(missing)}: no such folder. Give a sweep folder (runs/<sweep>), run folders or a glob.",
+                file=sys.stderr,
+            )
+            return 2
         runs, curves = load_local(args.runs, warn=lambda line: print(line, file=sys.stderr))
     if runs.empty:
         print("No runs found.", file=sys.stderr)

@@ -59,20 +59,41 @@ class Table:
         return "\n".join(lines) + "\n"
 
 
+LATEX = {  # LaTeX's special characters, and the non-ASCII marks the tables use, as pdflatex takes them
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "&": r"\&",
+    "%": r"\%",
+    "#": r"\#",
+    "_": r"\_",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "†": r"$^\dagger$",
+    "‡": r"$^\ddagger$",
+    "°": r"$^\circ$",
+    "—": "--",
+    "–": "--",
+    "−": "-",
+    "±": r"$\pm$",
+    "▲": r"$\triangle$",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "×": r"$\times$",
+    "…": "...",
+}
+
+
 def _latex(text: str) -> str:
-    for char, escaped in (
-        ("%", r"\%"),
-        ("&", r"\&"),
-        ("_", r"\_"),
-        ("#", r"\#"),
-        ("†", r"$^\dagger$"),
-        ("°", r"$^\circ$"),
-        ("—", "--"),
-        ("±", r"$\pm$"),
-        ("▲", r"$\triangle$"),
-    ):
-        text = text.replace(char, escaped)
-    return text
+    """`text` for a LaTeX table cell or caption: every special character escaped, in one place; any other
+    non-ASCII character dropped to its closest ASCII (pdflatex without extra packages takes nothing else)."""
+    import unicodedata
+
+    escaped = "".join(LATEX.get(char, char) for char in str(text))
+    return unicodedata.normalize("NFKD", escaped).encode("ascii", "ignore").decode()
 
 
 def cell(

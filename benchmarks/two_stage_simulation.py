@@ -71,9 +71,7 @@ def one_search(landscape: Landscape, design: TwoStage) -> tuple[dict, dict]:
         for rate in range(len(RATES))
     }
     chosen = {rank: int(rates[0]) for rank, rates in promote(scores, design.promote).items()}
-    stage2 = {
-        rank: [landscape.run(rank, chosen[rank], 1.0)[1] for _ in range(design.stage2_seeds)] for rank in RANKS
-    }
+    stage2 = {rank: [landscape.run(rank, chosen[rank], 1.0)[1] for _ in range(design.stage2_seeds)] for rank in RANKS}
     return chosen, stage2
 
 

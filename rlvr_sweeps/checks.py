@@ -45,6 +45,7 @@ def check_config(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -
             run_name="check",
             reward_weights=list(cfg.reward.weights.values()),
         )
+    check_sampling(cfg.eval.sampling, "eval.sampling")
     check_context(cfg)
     check_data(cfg.data)
 
@@ -56,26 +57,70 @@ def _without_precision(trainer_cfg: DictConfig) -> DictConfig:
     return copy
 
 
+def number(node: DictConfig, name: str, key: str, cast=float):
+    """node[key] as a number (None stays None), or one line naming the setting `name.key` and what it holds."""
+    value = node.get(key)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        found = float(value)
+        if cast is int and found != int(found):
+            raise ValueError(value)
+        return int(found) if cast is int else found
+    except (TypeError, ValueError, OverflowError):
+        kind = "a whole number" if cast is int else "a number"
+        raise UserError(f"{name}.{key}={value}: give {kind}.") from None
+
+
 def check_budget(budget_cfg: DictConfig) -> None:
-    if budget_cfg.minutes is None or float(budget_cfg.minutes) <= 0:
+    minutes = number(budget_cfg, "budget", "minutes")
+    if minutes is None or minutes <= 0:
         raise UserError(f"budget.minutes={budget_cfg.minutes}: give the training time in minutes (more than 0).")
+    number(budget_cfg, "budget", "price_per_hour")
     for key in ("max_steps", "max_generated_tokens"):
-        if budget_cfg.get(key) is not None and int(budget_cfg[key]) < 1:
+        limit = number(budget_cfg, "budget", key, int)
+        if limit is not None and limit < 1:
             raise UserError(f"budget.{key}={budget_cfg[key]}: give a positive limit, or null for none.")
 
 
 def check_trainer_numbers(trainer_cfg: DictConfig) -> None:
     """Numbers the optimizer or the generator would otherwise refuse with a long traceback (or, for a
     completion length the benchmarks inherit, under another key's name)."""
-    rate = trainer_cfg.get("learning_rate")
-    if rate is None or float(rate) <= 0:
+    rate = number(trainer_cfg, "trainer", "learning_rate")
+    if rate is None or rate <= 0:
         raise UserError(
-            f"trainer.learning_rate={rate}: give a positive learning rate, e.g. trainer.learning_rate=1e-5."
+            f"trainer.learning_rate={trainer_cfg.get('learning_rate')}: give a positive learning rate, e.g. "
+            "trainer.learning_rate=1e-5."
         )
     for key in ("max_completion_length", "num_generations", "per_device_train_batch_size"):
-        value = trainer_cfg.get(key)
-        if value is not None and int(value) < 1:
+        value = number(trainer_cfg, "trainer", key, int)
+        if value is not None and value < 1:
             raise UserError(f"trainer.{key}={value}: give at least 1.")
+    temperature = number(trainer_cfg, "trainer", "temperature")
+    if temperature is not None and temperature <= 0:
+        raise UserError(
+            f"trainer.temperature={temperature}: GRPO samples several completions per prompt and transformers "
+            "refuses sampling at 0; give a temperature above 0 (the study's is 0.7)."
+        )
+    check_sampling(trainer_cfg, "trainer")
+
+
+def check_sampling(node: DictConfig, name: str) -> None:
+    """Sampling settings transformers' and vLLM's generation refuse (late, in a long traceback)."""
+    top_p = number(node, name, "top_p")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UserError(f"{name}.top_p={top_p}: give a probability in (0, 1] (1 keeps every token).")
+    top_k = number(node, name, "top_k", int)
+    if top_k is not None and top_k < 0:
+        raise UserError(f"{name}.top_k={top_k}: give 0 or more (0 keeps every token).")
+    min_p = number(node, name, "min_p")
+    if min_p is not None and not 0 <= min_p <= 1:
+        raise UserError(f"{name}.min_p={min_p}: give a probability in [0, 1].")
+    temperature = number(node, name, "temperature")
+    if temperature is not None and temperature < 0:
+        raise UserError(f"{name}.temperature={temperature}: give 0 (greedy) or more.")
 
 
 def check_context(cfg: DictConfig) -> None:

@@ -10,6 +10,8 @@ step and a save. So:
 - SIGTERM: the step in flight is abandoned at once (StepAborted), unless it is already committing its
   optimizer update (then it ends first, a matter of milliseconds), and the last finished step is
   saved; the requeued job redoes only the abandoned step.
+- SIGINT (Ctrl-C on a local run): as SIGTERM, then the process exits with status 130 and one line; a second
+  Ctrl-C exits at once (the last saved checkpoint is what a relaunch resumes from).
 
 A save made because of a signal never runs the checkpoint-selection evaluation, and a signal that
 arrives during one (at a regular save) abandons it: it can take longer than the time left. Such a
@@ -30,7 +32,9 @@ from transformers import TrainerCallback
 log = logging.getLogger(__name__)
 
 PREEMPTED = "preempted"
-SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+ABANDONING = (signal.SIGTERM, signal.SIGINT)  # Ctrl-C stops a local run as SIGTERM does; a second one at once
+INTERRUPTED_EXIT = 130  # a shell's status for a process ended by Ctrl-C
 
 
 class StepAborted(BaseException):
@@ -60,15 +64,23 @@ class GracefulStop(TrainerCallback):
                 signal.signal(sig, handler)
 
     def _record(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signal == signal.SIGINT:  # a second Ctrl-C: leave now
+            sys.stderr.write("Second Ctrl-C: exiting now; the run resumes from its last saved checkpoint.\n")
+            sys.stderr.flush()
+            os._exit(INTERRUPTED_EXIT)
         first = self.signal is None
         self.signal = signum
         if self._evaluating and not self.aborted:  # a selection evaluation can outlast any signal window
             self.aborted = True
             log.warning("Received %s: abandoning the selection evaluation in flight.", signal.Signals(signum).name)
             raise StepAborted()
-        if signum == signal.SIGTERM and not self._committing and not self.aborted:
+        if signum in ABANDONING and not self._committing and not self.aborted:
             self.aborted = True
-            log.warning("Received SIGTERM: abandoning the step in flight and saving the last finished one.")
+            log.warning(
+                "Received %s: abandoning the step in flight and saving the last finished one%s.",
+                signal.Signals(signum).name,
+                " (Ctrl-C again exits at once)" if signum == signal.SIGINT else "",
+            )
             raise StepAborted()
         if first:
             log.warning("Received %s: saving at the end of this step, then stopping.", signal.Signals(signum).name)
@@ -105,6 +117,8 @@ class GracefulStop(TrainerCallback):
 
     @property
     def stop_reason(self) -> str | None:
+        if self.signal == signal.SIGINT:
+            return "interrupted (SIGINT: Ctrl-C)"
         return f"{PREEMPTED} ({signal.Signals(self.signal).name})" if self.signal is not None else None
 
     def hand_over(self) -> None:
@@ -113,6 +127,12 @@ class GracefulStop(TrainerCallback):
         own teardown of torch and its libraries takes seconds (2 s on an idle 2-core machine, past a 4 s
         grace under load) that a short grace period does not have."""
         previous = self._previous.get(self.signal) if self.signal is not None else None
+        if self.signal == signal.SIGINT:  # Python's own handler would raise KeyboardInterrupt: a long traceback
+            log.warning("Stopped by Ctrl-C: the run is saved; the same command resumes it.")
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(INTERRUPTED_EXIT)
         if callable(previous):
             previous(self.signal, None)
         elif self.signal == signal.SIGTERM:

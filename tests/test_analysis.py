@@ -167,6 +167,12 @@ def test_unreachable_wandb_gets_one_clear_message(tmp_path):
     )
 
 
+def test_a_folder_that_does_not_exist_is_named(tmp_path, capsys):
+    missing = str(tmp_path / "runs" / "does-not-exist")
+    assert analysis_main([missing, "--out", str(tmp_path / "out")]) == 2
+    assert f"{missing}: no such folder" in capsys.readouterr().err
+
+
 # --- rank x learning rate: hand-written run folders (no training) -----------------------------------
 
 

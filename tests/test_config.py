@@ -126,6 +126,13 @@ def test_the_study_evaluates_each_model_up_to_its_own_limit(model, limit):
         (("eval.select_on=reasoning_gym_heldout", "eval.selection.k=[8]"), "eval.selection"),
         (("trainer.learning_rate=-1",), "trainer.learning_rate=-1: give a positive learning rate"),
         (("trainer.max_completion_length=0",), "trainer.max_completion_length=0: give at least 1"),
+        (("budget.minutes=abc",), "budget.minutes=abc: give a number"),
+        (("budget.max_steps=2.5",), "budget.max_steps=2.5: give a whole number"),
+        (("trainer.learning_rate=fast",), "trainer.learning_rate=fast: give a number"),
+        (("trainer.temperature=0",), "trainer.temperature=0.0: GRPO samples several completions"),
+        (("trainer.top_p=1.5",), "trainer.top_p=1.5: give a probability in \\(0, 1\\]"),
+        (("+trainer.top_k=-1",), "trainer.top_k=-1: give 0 or more"),
+        (("eval.sampling.top_p=0",), "eval.sampling.top_p=0.0: give a probability"),
     ],
     ids=[
         "negative-budget",
@@ -140,6 +147,13 @@ def test_the_study_evaluates_each_model_up_to_its_own_limit(model, limit):
         "selection-k-above-n",
         "negative-learning-rate",
         "no-completion-tokens",
+        "budget-not-a-number",
+        "steps-not-whole",
+        "learning-rate-not-a-number",
+        "greedy-training",
+        "top-p-above-1",
+        "negative-top-k",
+        "eval-top-p-0",
     ],
 )
 def test_check_config_refuses_bad_settings_with_one_line(overrides, message):

@@ -106,6 +106,31 @@ def test_the_local_submitit_launcher_runs_a_sweep_as_jobs(launch):
     assert list((result.runs / "default" / ".submitit").glob("*/*_result.pkl"))  # ran as submitit jobs
 
 
+def test_ctrl_c_saves_the_step_in_one_line_and_exits_130(tmp_path, model_cache):
+    """Ctrl-C on a local run stops it as SIGTERM does (the last finished step saved at once, not at save_steps),
+    with one line instead of a KeyboardInterrupt traceback, and the shell's status for Ctrl-C."""
+    args = [sys.executable, str(ROOT / "launch.py"), "model=tiny", "budget.max_steps=400"]
+    args += ["trainer.max_completion_length=8", "trainer.save_steps=100", "eval=[]", "logger=none"]
+    env = launch_env(tmp_path / "runs", model_cache)
+    process = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    metrics = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (metrics is None or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+        metrics = next(iter((tmp_path / "runs").glob("default/*/metrics.jsonl")), None)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 130 and "Traceback" not in output and "KeyboardInterrupt" not in output, output[
+        -3000:
+    ]
+    assert "Stopped by Ctrl-C: the run is saved; the same command resumes it." in output
+    stopped = json.loads((metrics.parent / "summary.json").read_text())
+    assert stopped["status"] == "interrupted" and "SIGINT" in stopped["stop_reason"]
+    assert (metrics.parent / "checkpoints" / f"checkpoint-{stopped['global_step']}" / "COMPLETE").exists()
+
+
 def test_sigterm_saves_the_step_and_a_relaunch_resumes_outside_slurm(tmp_path, model_cache):
     """What a preemption does to a local run: save the current step, stop, say so; the same command resumes."""
     args = [

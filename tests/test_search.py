@@ -17,7 +17,9 @@ from rlvr_sweeps.search import TwoStage, cost_lines, costs, promote
 
 
 def simulation():
-    spec = importlib.util.spec_from_file_location("two_stage_simulation", ROOT / "benchmarks" / "two_stage_simulation.py")
+    spec = importlib.util.spec_from_file_location(
+        "two_stage_simulation", ROOT / "benchmarks" / "two_stage_simulation.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
