@@ -18,9 +18,9 @@ from .data import check_local_path
 from .errors import UserError
 from .hardware import Hardware, cuda_diagnosis
 from .milestones import check_milestones
-from .search import check_search
 from .rewards import check_reward_names
 from .sampling import benchmarks_from_config, resolve_backend
+from .search import check_search
 from .trainer import grpo_config
 
 

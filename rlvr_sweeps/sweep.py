@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 
 from .milestones import fractions as milestone_fractions
 from .run_record import RunRecord
-from .search import TwoStage, cost_lines, costs
 from .sampling import benchmarks_from_config, selection_benchmark
+from .search import TwoStage, cost_lines, costs
 
 LIVE_SLURM_STATES = {
     "PENDING",

@@ -9,10 +9,10 @@ import shutil
 import subprocess
 
 import pytest
+from test_budget_axis import LEVELS, write_run
 
 from analysis.__main__ import main as analysis_main
 from analysis.render import _latex
-from test_budget_axis import LEVELS, write_run
 
 
 def test_every_special_character_is_escaped():
