@@ -168,7 +168,14 @@ def main(argv: list[str] | None = None, api=None) -> int:
     elif not args.runs:
         print(NO_INTERVALS_WANDB)
     if "runs_needed" in found:
-        print("Runs needed:\n" + "\n".join(f"- {line}" for line in found["runs_needed"].csv["line"]))
+        needed = found["runs_needed"].csv
+        print(
+            "Runs needed:\n"
+            + "\n".join(
+                f"- {f'{setting}: ' if setting else ''}{line}"
+                for setting, line in zip(needed["setting"], needed["line"])
+            )
+        )
     runs_table(levels).to_csv(out / "runs.csv", index=False)
     plots = all_plots(runs, curves, benchmarks_and_metrics(runs), out, levels)
     print(

@@ -26,7 +26,7 @@ from rlvr_sweeps.sweep import (
 
 CONF = ROOT / "conf"
 CPU = Hardware("cpu", "cpu", 2)
-GROUPS = ["model", "lora", "budget", "data", "reward", "trainer", "generation", "logger", "experiment"]
+GROUPS = ["model", "lora", "budget", "data", "reward", "trainer", "generation", "logger", "search", "experiment"]
 
 
 def choices(group: str) -> list[str]:
