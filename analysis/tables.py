@@ -48,6 +48,7 @@ from .comparisons import (
     all_comparisons,
     baseline,
     column_label,
+    cost_text,
     finals,
     left_out,
     needed_line,
@@ -58,7 +59,7 @@ from .comparisons import (
 )
 from .rank_lr import rank_lr_tables, varies_learning_rate
 from .render import CELL_NOTE, GAP, Table, cell
-from .seed_stats import MIN_RUNS, t_interval
+from .seed_stats import MAX_RUNS, MIN_RUNS, t_interval
 
 LEFT_OUT = "‡"  # a cell whose arm lost runs (failed, still running, damaged): named under the table
 
@@ -300,7 +301,26 @@ def runs_needed_table(
                     "line": line,
                 }
             )
-            shown.append({"setting": setting, "benchmark": benchmark, "runs needed": line})
+            shown.append(
+                {
+                    "setting": setting,
+                    "benchmark": benchmark,
+                    "comparison": c.label,
+                    "delta": f"{c.seeds.delta * 100:+.1f}",
+                    "runs now": f"{needed.runs_now[0]} + {needed.runs_now[1]}",
+                    "SD": f"{needed.sd * 100:.1f}",
+                    "runs per arm": _count(needed.per_arm),
+                    "range": ""
+                    if needed.per_arm is None
+                    else f"{_count(needed.per_arm_low)} to {_count(needed.per_arm_high)}",
+                    "more runs": "" if more is None else f"{more:,}",
+                    "cost of more runs": cost_text(
+                        more * c.hours_per_run if more else math.nan,
+                        more * c.cost_per_run if more else math.nan,
+                        c.device,
+                    ),
+                }
+            )
     if not rows:
         return None
     frame = pd.DataFrame(shown, index=index)
@@ -311,7 +331,9 @@ def runs_needed_table(
         f"Runs per arm for 80% power to detect {planned} with a two-sided test at 5% (statsmodels' TTestIndPower), "
         "from the pooled spread (SD) of both arms' runs; the range comes from the 95% interval of that SD, which "
         "2-3 runs a side barely pin down. Costs: the more runs at the mean device-hours and dollars the runs "
-        "recorded (training and evaluation). Holm's correction over a table's comparisons needs somewhat more."
+        "recorded (training and evaluation). Holm's correction over a table's comparisons needs somewhat more. "
+        "Each comparison in one sentence: the 'Runs needed' lines printed by python -m analysis (runs_needed.csv, "
+        "column line)."
     ]
     return Table(
         "runs_needed",
@@ -321,6 +343,13 @@ def runs_needed_table(
         notes,
         pd.DataFrame(rows, index=index),
     )
+
+
+def _count(runs: int | None) -> str:
+    """Runs per arm as the runs-needed table shows them ("?" when no spread or no difference to plan from)."""
+    if runs is None:
+        return "?"
+    return f"over {MAX_RUNS:,}" if runs >= MAX_RUNS else f"{runs:,}"
 
 
 def length_table(runs: pd.DataFrame) -> Table:
