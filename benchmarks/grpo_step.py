@@ -157,7 +157,7 @@ def measure(args, rank: int, rollouts: str) -> dict:
     config = grpo_config(
         cfg.trainer,
         cfg.generation,
-        learning_rate=resolve_learning_rate(cfg),
+        learning_rate=resolve_learning_rate(cfg.lora, cfg.trainer.learning_rate),
         max_steps=cfg.budget.max_steps,
         output_dir=str(Path(os.environ.get("TMPDIR", "/tmp")) / "rlvr-bench"),
         hardware=hardware,

@@ -119,13 +119,14 @@ def effective_learning_rate(lora_cfg: DictConfig, learning_rate: float) -> float
     return float(learning_rate) * (ratio**0.5 if rule == "sqrt_rank" else ratio)
 
 
-def resolve_learning_rate(cfg: DictConfig) -> float:
-    """Write the effective learning rate into cfg.lora (the run's config.yaml and W&B config show it)."""
+def resolve_learning_rate(lora_cfg: DictConfig, learning_rate: float) -> float:
+    """Write the effective learning rate of trainer.learning_rate `learning_rate` into the lora node (the run's
+    config.yaml and W&B config show it as lora.effective_learning_rate)."""
     from omegaconf import open_dict
 
-    rate = effective_learning_rate(cfg.lora, cfg.trainer.learning_rate)
-    with open_dict(cfg):
-        cfg.lora.effective_learning_rate = rate
+    rate = effective_learning_rate(lora_cfg, learning_rate)
+    with open_dict(lora_cfg):
+        lora_cfg.effective_learning_rate = rate
     return rate
 
 

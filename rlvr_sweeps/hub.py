@@ -94,7 +94,8 @@ def _dataset_item(data_cfg, needed_by: str) -> list[HubItem]:
 
 def required_items(cfg) -> list[HubItem]:
     """The Hub models and datasets one run loads: its model (and an SFT init's base), its training data,
-    and its benchmarks; local paths and procedural data need nothing."""
+    and its benchmarks; local paths and procedural data need nothing. It is about the whole run (model, data
+    and evaluation at once), so it takes the root config, as the launcher holds it."""
     items = _model_items(cfg.model) + _dataset_item(cfg.data, f"data={cfg.data.name}")
     for name, benchmark in (cfg.eval.get("benchmarks") or {}).items():
         items += _dataset_item(benchmark, f"eval={name}")

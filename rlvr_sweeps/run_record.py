@@ -52,7 +52,8 @@ def now_iso() -> str:
 
 
 def saved_config(cfg) -> dict:
-    """The run's config as it is saved and logged (config.yaml, W&B, the plan): resolved, secrets redacted."""
+    """The run's config as it is saved and logged (config.yaml, W&B, the plan): resolved, secrets redacted. It is
+    the record of the whole run, so it takes the root config."""
     from omegaconf import OmegaConf
 
     return scrub_secrets(OmegaConf.to_container(cfg, resolve=True))

@@ -230,7 +230,7 @@ def refuse_bad_config(cfg: DictConfig, hardware, record: RunRecord) -> MemoryFit
     try:
         check_config(cfg, hardware, plan_only=bool(cfg.dry_run))
         memory = None if cfg.dry_run else fit_memory(cfg)
-        resolve_learning_rate(cfg)
+        resolve_learning_rate(cfg.lora, cfg.trainer.learning_rate)
         return memory
     except UserError as err:
         if not cfg.dry_run:

@@ -128,7 +128,7 @@ def grpo_args(cfg, output_dir, hardware=None, reward_weights=(1.0,)):
     from rlvr_sweeps.hardware import Hardware
     from rlvr_sweeps.trainer import grpo_config
 
-    rate = resolve_learning_rate(cfg) if "lora" in cfg else cfg.trainer.learning_rate
+    rate = resolve_learning_rate(cfg.lora, cfg.trainer.learning_rate) if "lora" in cfg else cfg.trainer.learning_rate
     return grpo_config(
         cfg.trainer,
         cfg.generation,
