@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,22 +107,33 @@ def test_the_local_submitit_launcher_runs_a_sweep_as_jobs(launch):
     assert list((result.runs / "default" / ".submitit").glob("*/*_result.pkl"))  # ran as submitit jobs
 
 
-def test_ctrl_c_saves_the_step_in_one_line_and_exits_130(tmp_path, model_cache):
-    """Ctrl-C on a local run stops it as SIGTERM does (the last finished step saved at once, not at save_steps),
-    with one line instead of a KeyboardInterrupt traceback, and the shell's status for Ctrl-C."""
-    args = [sys.executable, str(ROOT / "launch.py"), "model=tiny", "budget.max_steps=400"]
-    args += ["trainer.max_completion_length=8", "trainer.save_steps=100", "eval=[]", "logger=none"]
-    env = launch_env(tmp_path / "runs", model_cache)
+def stopped_after_three_steps(args: list[str], tmp_path, model_cache, signum) -> tuple[str, subprocess.Popen, Path]:
+    """`args` launched as a user would, sent `signum` once its run logged 3 steps: its output, the process (ended)
+    and the run's metrics.jsonl."""
     process = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        args,
+        cwd=tmp_path,
+        env=launch_env(tmp_path / "runs", model_cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     metrics = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and (metrics is None or len(metrics.read_text().splitlines()) < 3):
         time.sleep(0.2)
         metrics = next(iter((tmp_path / "runs").glob("default/*/metrics.jsonl")), None)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     output, _ = process.communicate(timeout=300)
+    return output, process, metrics
+
+
+def test_ctrl_c_saves_the_step_in_one_line_and_exits_130(tmp_path, model_cache):
+    """Ctrl-C on a local run stops it as SIGTERM does (the last finished step saved at once, not at save_steps),
+    with one line instead of a KeyboardInterrupt traceback, and the shell's status for Ctrl-C."""
+    args = [sys.executable, str(ROOT / "launch.py"), "model=tiny", "budget.max_steps=400"]
+    args += ["trainer.max_completion_length=8", "trainer.save_steps=100", "eval=[]", "logger=none"]
+    output, process, metrics = stopped_after_three_steps(args, tmp_path, model_cache, signal.SIGINT)
     assert process.returncode == 130 and "Traceback" not in output and "KeyboardInterrupt" not in output, output[
         -3000:
     ]
@@ -144,16 +156,7 @@ def test_sigterm_saves_the_step_and_a_relaunch_resumes_outside_slurm(tmp_path, m
         "logger=none",
     ]
     env = launch_env(tmp_path / "runs", model_cache)
-    process = subprocess.Popen(
-        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    metrics = next(iter((tmp_path / "runs").glob("default/*/metrics.jsonl")), None)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and (metrics is None or len(metrics.read_text().splitlines()) < 3):
-        time.sleep(0.2)
-        metrics = next(iter((tmp_path / "runs").glob("default/*/metrics.jsonl")), None)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=300)
+    output, process, metrics = stopped_after_three_steps(args, tmp_path, model_cache, signal.SIGTERM)
     assert process.returncode == 0, output[-3000:]
     run_dir = metrics.parent
     stopped = json.loads((run_dir / "summary.json").read_text())
