@@ -37,6 +37,7 @@ from .budget_axis import budget_rows
 from .plots import all_plots
 from .sources import load_local, load_wandb
 from .tables import all_tables, benchmarks_and_metrics, runs_table
+from .two_stage import verdict_rows
 
 NO_INTERVALS_WANDB = (
     "No evaluation-noise intervals: they need the per-sample records of the local run folders "
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     min_effect = None if args.min_effect is None else args.min_effect / 100
     levels = budget_rows(runs, curves, warn=lambda line: print(line, file=sys.stderr))  # a row per run and budget
-    runs = levels[levels["milestone"].isna()]  # each run at its own budget (the views, the plots by rank)
+    runs = verdict_rows(levels[levels["milestone"].isna()])  # each run at its own budget (views, plots by rank)
     tables = all_tables(levels, args.collapse_margin, min_effect)
     for table in tables:
         print(table.markdown())

@@ -1,6 +1,6 @@
 """The budget axis: every run at each budget level it passed through.
 
-A run with `budget.milestones` holds its shorter budgets (rlvr_sweeps.milestones): the checkpoint at a fraction f of
+A run with `budget.milestones` holds its shorter budgets (run.milestones): the checkpoint at a fraction f of
 its budget is the run that budget would have made, evaluated after training like the final one (summary keys
 milestone/<f>/eval/<bench>/pass@1, milestone/<f>/step, .../training_s, .../generated_tokens). `budget_rows` turns
 each run into one row per budget level: the run's own (its budget) and one per milestone, each with the results of
@@ -8,7 +8,7 @@ that level under the run's own names (eval/..., delta/...; the baseline is share
 seed-level comparison exists per level (`budget_level` is a setting: analysis.comparisons.SPLIT_BY). Separate runs
 of an explicit budget sweep (budget.minutes=180,720,1260) fall on the same axis.
 
-A level is named by the budget the run had, by the rule that stops it (rlvr_sweeps.budget): "120 steps" with
+A level is named by the budget the run had, by the rule that stops it (rlvr_sweeps.run.budget): "120 steps" with
 budget.max_steps, "2,000,000 tokens" with budget.max_generated_tokens, else the training time ("3 h", "2.75 min").
 Each row also holds what that level actually spent: `training_hours`, `steps`, `generated_tokens`.
 """

@@ -9,7 +9,7 @@ and budget, when the sweep varies them). For a benchmark's Pass@1, every compari
   >= 3 runs on each side and Holm's correction over the comparisons of one table (one benchmark and
   setting: every init, against the baseline and between ranks);
 - `eval_noise`: a paired bootstrap over the benchmark's problems of these very runs (seeds averaged per
-  problem; rlvr_sweeps.significance). It says whether a difference is larger than the noise of
+  problem; rlvr_sweeps.evaluation.significance). It says whether a difference is larger than the noise of
   evaluating these runs on this benchmark, not whether another seed would give it: it never decides
   `*`. With one run per arm (the study's own design) it is all there is, flagged `°`;
 - `needed` (between two ranks with >= 2 runs each): the runs per arm that 80% power needs, and what the
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rlvr_sweeps.significance import (
+from rlvr_sweeps.evaluation.significance import (
     Interval,
     evaluation_variance,
     paired_bootstrap,
@@ -52,7 +52,7 @@ EVAL_NOISE = "°"  # one run a side: beyond the evaluation noise of these runs (
 # settings that, when a sweep varies them, get tables of their own (a cell averages seeds only)
 SPLIT_BY = ("learning_rate", "variant", "budget", "budget_level")
 # config keys that are the tables' own axes, the seed, or what SPLIT_BY's columns already carry: every other
-# result-changing key (run_record.result_settings) that differs between the runs of one arm is a setting too
+# result-changing key (run.record.result_settings) that differs between the runs of one arm is a setting too
 NOT_SETTINGS = (
     "model",
     "lora.rank",

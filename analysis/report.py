@@ -34,8 +34,8 @@ import wandb_workspaces.workspaces as ws
 from wandb_workspaces import expr
 
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.run_record import flat_summary
-from rlvr_sweeps.wandb_server import public_api
+from rlvr_sweeps.infra.wandb_server import public_api
+from rlvr_sweeps.run.record import flat_summary
 
 from .comparisons import column_label, rank_order
 
@@ -178,7 +178,7 @@ def panels(logged: Logged, metrics: list[tuple[str, str]], by_rank: bool, limit:
 
 def budget_level_keys(logged: Logged, bench: str, metric: str) -> list[str]:
     """The summary keys of `metric` at each budget level the runs logged: milestone/<f>/eval/<bench>/<metric> by
-    fraction (rlvr_sweeps.milestones), then eval/<bench>/<metric> (the whole budget)."""
+    fraction (rlvr_sweeps.run.milestones), then eval/<bench>/<metric> (the whole budget)."""
     tail = f"/eval/{bench}/{metric}"
     found = [k for k in logged.summary if k.startswith("milestone/") and k.endswith(tail) and k.count("/") == 4]
     return sorted(found, key=lambda k: float(k.split("/")[1])) + [f"eval/{bench}/{metric}"]

@@ -8,7 +8,7 @@ Colas et al. 2018: Welch's t-test, seeds chosen by a power analysis):
 - between two arms: Welch's t-test on the runs' Pass@1 (scipy.stats.ttest_ind, unequal variances);
 - an arm against its untrained baseline: a t interval on the runs' changes. Every run of one model
   shares ONE baseline evaluation (the baseline cache), whose sampling noise does not shrink with more
-  seeds; its variance (`baseline_var`: rlvr_sweeps.significance.evaluation_variance) is added to
+  seeds; its variance (`baseline_var`: rlvr_sweeps.evaluation.significance.evaluation_variance) is added to
   the seeds' (with the seeds' k - 1 degrees of freedom: conservative). Runs with baselines of their own: a one-sample t
   on the per-run changes (scipy.stats.ttest_1samp);
 - a verdict (`marked`) only with >= MIN_RUNS runs on each side, and with Holm's correction over the
@@ -116,7 +116,7 @@ def against_baseline(finals: list[float], baselines: list[float], baseline_var: 
     Args:
         finals, baselines: each run's final and baseline Pass@1 (same order).
         baseline_var: the sampling variance of the baseline evaluation when the runs share one
-            (rlvr_sweeps.significance.evaluation_variance); 0 when unknown. Ignored when the runs'
+            (rlvr_sweeps.evaluation.significance.evaluation_variance); 0 when unknown. Ignored when the runs'
             baselines differ (each run's change then carries its own baseline's noise, and the spread of
             the changes covers it).
     """

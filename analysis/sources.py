@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from rlvr_sweeps.run_record import flat_summary, read_jsonl, result_settings
+from rlvr_sweeps.planning.search import stage_of
+from rlvr_sweeps.run.record import flat_summary, read_jsonl, result_settings
 
 # per-step training metrics kept for the curves (W&B logs them with a "train/" prefix)
 CURVE_KEYS = {"reward": "reward", "completions/mean_length": "completion_length"}
@@ -57,6 +58,11 @@ def run_row(flat: dict, config: dict, run: str) -> dict:
         "lr_rule": lora.get("lr_rule") or "fixed",
         "budget": budget.get("name"),
         "seed": trainer.get("seed"),
+        # search=two_stage: 1 for the seeds that chose the learning rate, 2 for the new seeds the verdict uses
+        "search_stage": stage_of(trainer.get("seed"), config.get("search")),
+        "milestone_selection": flat.get("paused/selection_score"),  # stage 1: its selection score at the pause
+        "search_milestone": (config.get("search") or {}).get("milestone"),
+        "selection_benchmark": flat.get("paused/selection_benchmark"),
         "status": flat.get("status"),
         "stop_reason": flat.get("stop_reason"),
         "global_step": flat.get("global_step"),
@@ -198,7 +204,7 @@ def load_wandb(
     rows, curves = [], []
     try:
         if api is None:
-            from rlvr_sweeps.wandb_server import public_api
+            from rlvr_sweeps.infra.wandb_server import public_api
 
             api = public_api()
         found = list(api.runs(path, filters=filters or None))

@@ -60,6 +60,7 @@ from .comparisons import (
 from .rank_lr import rank_lr_tables, varies_learning_rate
 from .render import CELL_NOTE, GAP, Table, cell
 from .seed_stats import MAX_RUNS, MIN_RUNS, t_interval
+from .two_stage import is_two_stage, two_stage_tables, verdict_rows
 
 LEFT_OUT = "‡"  # a cell whose arm lost runs (failed, still running, damaged): named under the table
 
@@ -397,6 +398,7 @@ def all_tables(runs: pd.DataFrame, collapse_margin: float, min_effect: float | N
     """The metric and length tables of each setting, the rank x learning-rate tables (when the sweep
     varies the learning rate), then every comparison (significance) and the runs each would need. Each
     benchmark's comparisons are computed once (comparisons.all_comparisons) for all of them."""
+    everything, runs = runs, verdict_rows(runs)  # a two-stage search: the stage-2 runs only, at the chosen rates
     pass1 = [bench for bench, metric in benchmarks_and_metrics(runs) if metric == "pass@1"]
     by_bench = {bench: all_comparisons(runs, bench, min_effect) for bench in pass1}
     tables, compared = [], []
@@ -421,6 +423,9 @@ def all_tables(runs: pd.DataFrame, collapse_margin: float, min_effect: float | N
             tables += rank_lr_tables(runs, bench, by_bench[bench])
     for bench in pass1:  # when the runs reach several budget levels: the same comparisons, by budget level
         tables += budget_tables(runs, bench, by_bench[bench], collapse_margin)
+    if is_two_stage(everything):  # each rank at its chosen rate, and the stage-1 landscape that chose
+        for bench in pass1:
+            tables += two_stage_tables(everything, runs, bench, by_bench[bench])
     extra = [significance_table(compared), runs_needed_table(compared, min_effect)]
     return tables + [table for table in extra if table is not None]
 
@@ -473,6 +478,8 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
         "budget",
         *BUDGET_COLUMNS,
         "seed",
+        "search_stage",
+        "milestone_selection",
         "status",
         "stop_reason",
         "global_step",

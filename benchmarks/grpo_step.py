@@ -119,11 +119,11 @@ def measure(args, rank: int, rollouts: str) -> dict:
     from hydra import compose, initialize_config_dir
     from transformers import TrainerCallback
 
-    from rlvr_sweeps.adapters import lora_config, resolve_learning_rate
-    from rlvr_sweeps.hardware import detect_hardware, use_allocated_cpus
-    from rlvr_sweeps.memory import Device, PeakMemory, estimate, trl_fuses_lm_head
-    from rlvr_sweeps.models import load_model
-    from rlvr_sweeps.trainer import RLVRTrainer, grpo_config
+    from rlvr_sweeps.infra.hardware import detect_hardware, use_allocated_cpus
+    from rlvr_sweeps.policy.adapters import lora_config, resolve_learning_rate
+    from rlvr_sweeps.policy.models import load_model
+    from rlvr_sweeps.training.memory import Device, PeakMemory, estimate, trl_fuses_lm_head
+    from rlvr_sweeps.training.trainer import RLVRTrainer, grpo_config
 
     use_allocated_cpus()
     hardware = detect_hardware()

@@ -1,12 +1,12 @@
 """GPU memory of one GRPO + LoRA run, estimated from the model shape and the composed config
-(rlvr_sweeps.memory, the estimate guards.memory fits the micro-batch with), for both TRL releases of the
+(rlvr_sweeps.training.memory, the estimate guards.memory fits the micro-batch with), for both TRL releases of the
 constraint sets: TRL 1.16's fused log-prob head and TRL 1.13's full logits.
 
     python benchmarks/memory_estimate.py                                    # study preset, ranks 8/64/256, 48 GB A40
     python benchmarks/memory_estimate.py generation=hf lora.rank=256        # any Hydra overrides of launch.py
     python benchmarks/memory_estimate.py --free-gb 30                       # a node another job shares
 
-The terms and their assumptions are in rlvr_sweeps/memory.py. Measure a step's real peak with
+The terms and their assumptions are in rlvr_sweeps/training/memory.py. Measure a step's real peak with
 benchmarks/grpo_step.py (step_peak_gb, beside the estimate's training term).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rlvr_sweeps.memory import GB, Device, fit  # noqa: E402
+from rlvr_sweeps.training.memory import GB, Device, fit  # noqa: E402
 
 SHAPE_MODEL = "qwen1_5b_shape"  # the shape of every model in the study (Qwen2.5-1.5B)
 HEADS = {"TRL 1.16 (fused log-prob head)": True, "TRL 1.13 (full logits)": False}

@@ -6,7 +6,7 @@ A simulated landscape in the shape "LoRA Without Regret" reports (each rank has 
 lower the rank the higher; a run takes off or never leaves the untrained model, the seed deciding which), with a
 score at the stage-1 milestone that tracks the final one imperfectly: the earlier the milestone, the more of the
 early score is a transient that does not last; and a rate one step above a rank's best is ahead early and falls
-back later (it learns fast, then collapses more often). Promotion (rlvr_sweeps.search.promote) sees only the early
+back later (it learns fast, then collapses more often). Promotion (planning.search.promote) sees only the early
 score on a 100-problem selection benchmark (n=4). Printed: per milestone and stage-1 seeds, how often each rank's
 promoted rate is its truly best one. Then, on a flat landscape (no rank better than another at any rate), how often
 the verdict between ranks on the stage-2 seeds (Welch's t, Holm over the rank pairs, analysis.seed_stats) marks a
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.seed_stats import between_arms, holm  # noqa: E402
-from rlvr_sweeps.search import TwoStage, promote  # noqa: E402
+from rlvr_sweeps.planning.search import TwoStage, promote  # noqa: E402
 
 RANKS = (1, 8, 64, 256)
 RATES = (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)

@@ -13,15 +13,15 @@ import tempfile
 
 from omegaconf import DictConfig, open_dict
 
-from .adapters import effective_learning_rate, evaluated_rank, lora_config, vllm_max_lora_rank
-from .data import check_local_path
 from .errors import UserError
-from .hardware import Hardware, cuda_diagnosis
-from .milestones import check_milestones
-from .rewards import check_reward_names
-from .sampling import benchmarks_from_config, resolve_backend
-from .search import check_search
-from .trainer import grpo_config
+from .generation.sampling import benchmarks_from_config, resolve_backend
+from .infra.hardware import Hardware, cuda_diagnosis
+from .planning.search import check_search
+from .policy.adapters import effective_learning_rate, evaluated_rank, lora_config, vllm_max_lora_rank
+from .run.milestones import check_milestones
+from .tasks.data import check_local_path
+from .training.rewards import check_reward_names
+from .training.trainer import grpo_config
 
 
 def check_config(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -> None:
@@ -31,7 +31,7 @@ def check_config(cfg: DictConfig, hardware: Hardware, plan_only: bool = False) -
     check_budget(cfg.budget)
     check_trainer_numbers(cfg.trainer)
     check_milestones(cfg.budget, cfg.trainer)
-    check_search(cfg.get("search"), plan_only)
+    check_search(cfg.get("search"), cfg.eval)
     lora_config(cfg.lora)
     check_reward_names(cfg.reward)
     with tempfile.TemporaryDirectory() as scratch:

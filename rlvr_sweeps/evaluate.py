@@ -19,15 +19,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from . import resolvers  # noqa: F401 - registers the resolvers the configs use
-from .adapters import vllm_max_lora_rank
-from .data import load_problems
 from .errors import UserError
-from .evaluation import Evaluator, flat_metrics
-from .hardware import detect_hardware
-from .models import load_model
-from .rewards import make_verifier
-from .run_record import RunRecord, now_iso, provenance, run_identity, saved_config
-from .sampling import benchmarks_from_config, resolve_backend
+from .evaluation.evaluator import Evaluator, flat_metrics
+from .generation.sampling import benchmarks_from_config, resolve_backend
+from .infra.hardware import detect_hardware
+from .policy.adapters import vllm_max_lora_rank
+from .policy.models import load_model
+from .run.record import RunRecord, now_iso, provenance, run_identity, saved_config
+from .tasks.data import load_problems
+from .training.rewards import make_verifier
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def evaluate(cfg: DictConfig) -> dict:
     try:
         backend = resolve_backend(str(cfg.eval.backend), bool(cfg.generation.get("use_vllm")))
         if backend == "vllm":
-            from .models import model_folder
-            from .vllm_backend import StandaloneVLLMGenerator
+            from .generation.vllm_backend import StandaloneVLLMGenerator
+            from .policy.models import model_folder
 
             refuse_what_vllm_cannot_load(adapter)
             folder = model_folder(cfg.model, Path(cfg.paths.cache))
@@ -103,7 +103,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 cfg.eval, folder, adapter, trust_remote_code=bool(cfg.model.trust_remote_code)
             )
         else:
-            from .generators import HFGenerator
+            from .generation.generators import HFGenerator
 
             loaded = load_model(cfg.model, cfg.paths.cache, detect_hardware())
             model = loaded.model

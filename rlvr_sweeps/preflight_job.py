@@ -1,4 +1,4 @@
-"""The preflight job (rlvr_sweeps.preflight): one arm of the sweep, trained a few steps as its real jobs would be,
+"""The preflight job (planning.preflight): one arm of the sweep, trained a few steps as its real jobs would be,
 measuring as it goes and judging at the end.
 
 train() runs it when the config says preflight=true: Preflight.start() moves the run into
@@ -23,10 +23,20 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 from transformers import TrainerCallback
 
-from .guards import LOGP_GAP
-from .memory import GB, PeakMemory
-from .preflight import FORCED_STEP, PROBLEMS, RECORD, SAVE_STEPS, SIGNAL_STEP, STEPS, preflight_dir, read, status_line
-from .run_record import RunIdentity, atomic_write, now_iso
+from .planning.preflight import (
+    FORCED_STEP,
+    PROBLEMS,
+    RECORD,
+    SAVE_STEPS,
+    SIGNAL_STEP,
+    STEPS,
+    preflight_dir,
+    read,
+    status_line,
+)
+from .run.guards import LOGP_GAP
+from .run.record import RunIdentity, atomic_write, now_iso
+from .training.memory import GB, PeakMemory
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +72,7 @@ class Preflight:
     def check_hub(self, cfg: DictConfig) -> None:
         """Every Hub model and dataset the arm loads, from the cache this node reads, as a real job would find it
         (on a node without network a missing one is refused with its fetch command: hub.prepare)."""
-        from .hub import prepare, required_items
+        from .infra.hub import prepare, required_items
 
         items = required_items(cfg)
         missing = prepare(items, log=log.info)

@@ -18,10 +18,10 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .milestones import fractions as milestone_fractions
-from .run_record import RunRecord
-from .sampling import benchmarks_from_config, selection_benchmark
-from .search import TwoStage, cost_lines, costs
+from .generation.sampling import benchmarks_from_config, selection_benchmark
+from .planning.search import TwoStage, cost_lines, costs
+from .run.milestones import fractions as milestone_fractions
+from .run.record import RunRecord
 
 LIVE_SLURM_STATES = {
     "PENDING",
@@ -81,7 +81,7 @@ class PlannedRun:
     """What the milestones' budgets would cost as separate runs (their training and evaluation)."""
     search: dict | None = None
     """search=two_stage: its design, the run's rank and learning rate, and what a stage-1 run to the milestone
-    costs (stage1_hours): what format_plan prices both stages from (rlvr_sweeps.search)."""
+    costs (stage1_hours): what format_plan prices both stages from (rlvr_sweeps.planning.search)."""
 
 
 def slurm_job_alive(job_id: str | None) -> bool:
@@ -122,7 +122,7 @@ def model_summaries(sweep_dir: str | Path, model_name: str) -> list[dict]:
 def measured_throughput(sweep_dir: str | Path, model_name: str) -> dict[str, Throughput]:
     """Per benchmark, the throughput the sweep's earlier runs of this model measured (their baseline and
     final evaluations, pooled: total tokens over total seconds); where no run evaluated a benchmark yet, what the
-    sweep's preflight of the model measured (rlvr_sweeps.preflight); empty before either."""
+    sweep's preflight of the model measured (rlvr_sweeps.planning.preflight); empty before either."""
     tokens, seconds, completions, counts = {}, {}, {}, {}
     for summary in model_summaries(sweep_dir, model_name):
         for phase in ("baseline", "final"):
@@ -252,16 +252,16 @@ def planned_updates(cfg: DictConfig, step_s: float | None) -> int | None:
 
 
 def preflight_measurements(sweep_dir: str | Path, model_name: str) -> dict | None:
-    from .preflight import measurements
+    from .planning.preflight import measurements
 
     return measurements(sweep_dir, model_name)
 
 
 def preflight_job_minutes(cfg: DictConfig) -> int:
-    """The time limit a preflight job asks for (rlvr_sweeps.preflight): two start-ups (the requeued job's too),
+    """The time limit a preflight job asks for (planning.preflight): two start-ups (the requeued job's too),
     its steps (one at full length) and saves, the requeue, and its evaluations of a few problems per benchmark
     and of the selection benchmark at their full lengths, from budget.estimate and model.answer_tokens."""
-    from .preflight import PROBLEMS, REQUEUE_WAIT_MIN, STEPS
+    from .planning.preflight import PROBLEMS, REQUEUE_WAIT_MIN, STEPS
 
     estimate = cfg.budget.get("estimate") or {}
     step_s, save_s = float(estimate.get("step_s") or 0), float(estimate.get("save_s") or 0)
@@ -280,8 +280,11 @@ def plan_run(
     summary, submitted = record.read_summary() or {}, record.unstarted_job()
     status = summary.get("status", "new")
     action, note = "run", ""
+    paused = summary.get("paused") or {}
     if status == "completed":
         action, note = "skip", f"completed ({summary.get('stop_reason')})"
+    elif status == "paused" and cfg.budget.get("stop_at") is not None:
+        action, note = "skip", f"paused at {paused.get('fraction')} of the budget (step {paused.get('step')})"
     elif status in {"running", "interrupted"} and slurm_job_alive(summary.get("slurm_job_id")):
         action, note = "skip", f"alive as SLURM job {summary['slurm_job_id']}"
     elif submitted and slurm_job_alive(submitted):  # submitted by an earlier launch, pending or starting
@@ -290,6 +293,8 @@ def plan_run(
         note = "retry after failure: " + _first_line(summary.get("error"))
     elif status in {"running", "interrupted"}:
         note = f"resume from step {summary.get('global_step', 0)}"
+    elif status == "paused":
+        note = f"train on from the pause at step {paused.get('step')} ({paused.get('fraction')} of the budget)"
     training_h = float(cfg.budget.minutes) / 60.0
     measured = measured_throughput(Path(run_dir).parent, str(cfg.model.name))
     known = {b.name for b in benchmarks_from_config(cfg.eval)} & set(measured)
@@ -372,9 +377,9 @@ def search_lines(runs: list[PlannedRun]) -> list[str]:
 
 
 def plan_preflight(cfg: DictConfig, run_dir: str | Path, overrides: list[str]) -> PlannedRun:
-    """The preflight job of the arm whose run folder is `run_dir` (rlvr_sweeps.preflight): skipped when it found the
+    """The preflight job of the arm whose run folder is `run_dir` (planning.preflight): skipped when it found the
     arm ready or is still queued or running; its time limit and cost (one device for the whole job)."""
-    from .preflight import preflight_dir, read, status_line
+    from .planning.preflight import preflight_dir, read, status_line
 
     folder = preflight_dir(run_dir)
     record = read(folder)
@@ -426,7 +431,7 @@ def format_preflight_plan(runs: list[PlannedRun], all_runs: int) -> str:
 
 def preflight_lines(sweep_dir: str | Path) -> list[str]:
     """One line per preflight of the sweep (its verdict or where it stands), and what it measured."""
-    from .preflight import FOLDER, format_measured, read, status_line
+    from .planning.preflight import FOLDER, format_measured, read, status_line
 
     lines = []
     for folder in sorted(Path(sweep_dir, FOLDER).glob("*/")):
@@ -441,7 +446,7 @@ def preflight_lines(sweep_dir: str | Path) -> list[str]:
     return lines
 
 
-def format_plan(runs: list[PlannedRun]) -> str:
+def format_plan(runs: list[PlannedRun], search: bool = True) -> str:
     head = f"{'action':6} {'status':11} {'train h':>7} {'eval h':>6} {'updates':>7} {'job time':>8} {'jobs':>4}"
     lines = [f"{head}  {'overrides':44} folder / note"]
     for run in runs:
@@ -473,7 +478,7 @@ def format_plan(runs: list[PlannedRun]) -> str:
             f"budget.milestones ({shown} of the budget): their evaluations add {extra:.2f} device-hours to the sweep "
             f"(in eval h above); the same budgets as separate runs would cost {separate:.2f} device-hours more"
         )
-    lines += search_lines(runs)
+    lines += search_lines(runs) if search else []  # a stage of a launched search prices itself, not the design
     if todo:
         window = max(todo, key=lambda r: r.stop_window_s)
         source = f"measured by {window.measured_by}" if window.stop_window_measured else "budget.estimate"

@@ -22,9 +22,26 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .adapters import load_pissa_start, lora_config, pissa_start, resolve_learning_rate, save_adapter, variant_of
-from .budget import (
+from .checks import check_config
+from .errors import UserError
+from .evaluation.evaluator import CheckpointSelection, Evaluator, flat_metrics
+from .evaluation.verdict import write_verdict
+from .generation.generators import make_generator
+from .infra.hardware import detect_hardware, planned_hardware, resolve_dtype, use_allocated_cpus
+from .infra.tracking import start_tracking
+from .policy.adapters import (
+    load_pissa_start,
+    lora_config,
+    pissa_start,
+    resolve_learning_rate,
+    save_adapter,
+    variant_of,
+)
+from .policy.models import eos_token_ids, load_model, model_folder
+from .preflight_job import Preflight
+from .run.budget import (
     EVALUATION_PHASES,
+    STOP_AT,
     WALL_CLOCK,
     Budget,
     BudgetCallback,
@@ -32,32 +49,13 @@ from .budget import (
     BudgetProgressBar,
     MilestoneCallback,
 )
-from .checks import check_config
-from .data import build_train_dataset
-from .errors import UserError
-from .evaluation import CheckpointSelection, Evaluator, flat_metrics
-from .generators import make_generator
-from .guards import RolloutGuard, check_prompt_ids
-from .hardware import detect_hardware, planned_hardware, resolve_dtype, use_allocated_cpus
-from .lease import RunLease
-from .memory import (
-    GB,
-    MemoryFit,
-    PeakMemory,
-    apply_split,
-    check_memory,
-    model_shape,
-    this_device,
-    use_expandable_segments,
-)
-from .milestones import fractions as milestone_fractions
-from .milestones import kept_milestones, milestone_weights
-from .models import eos_token_ids, load_model, model_folder
-from .preemption import GracefulStop, StepAborted
-from .preflight_job import Preflight
-from .record_callbacks import CheckpointMarker, MetricsCallback
-from .rewards import build_reward_functions, make_verifier
-from .run_record import (
+from .run.callbacks import CheckpointMarker, MetricsCallback
+from .run.guards import RolloutGuard, check_prompt_ids
+from .run.lease import RunLease
+from .run.milestones import fractions as milestone_fractions
+from .run.milestones import kept_milestones, label, milestone_weights, stop_at
+from .run.preemption import GracefulStop, StepAborted
+from .run.record import (
     COMPLETE_MARKER,
     Resume,
     RunIdentity,
@@ -71,9 +69,19 @@ from .run_record import (
     saved_config,
 )
 from .sweep import format_plan, plan_run
-from .tracking import start_tracking
-from .trainer import RLVRTrainer, grpo_config, load_checkpoint_weights
-from .verdict import write_verdict
+from .tasks.data import build_train_dataset
+from .training.memory import (
+    GB,
+    MemoryFit,
+    PeakMemory,
+    apply_split,
+    check_memory,
+    model_shape,
+    this_device,
+    use_expandable_segments,
+)
+from .training.rewards import build_reward_functions, make_verifier
+from .training.trainer import RLVRTrainer, grpo_config, load_checkpoint_weights
 
 log = logging.getLogger(__name__)
 # transformers 5 warns about its own deprecated alias on every step; nothing here uses it
@@ -136,6 +144,13 @@ def run_attempt(
             record.dir,
         )
         return None, resume.prior
+    if resume.prior.get("status") == "paused" and stop_at(cfg.budget) is not None:
+        log.info(
+            "Paused at step %s (%s of its budget, budget.stop_at); relaunch without budget.stop_at to train on.",
+            resume.prior.get("global_step"),
+            (resume.prior.get("paused") or {}).get("fraction"),
+        )
+        return None, resume.prior
     if changes and resume.checkpoint:
         raise UserError(
             f"{record.dir} was trained up to step {resume.step} with other settings, so resuming it with these would "
@@ -158,6 +173,8 @@ def run_attempt(
         run.peak = peak
         baseline = evaluate_baseline(run, resume)
         if train_within_budget(run, resume):
+            if run.budget_callback.stop_reason == STOP_AT:
+                return run, pause(run)
             summary = finish(run, baseline)
             if preflight is not None:
                 preflight.attempt_ended(run)
@@ -451,6 +468,7 @@ def build_run(
         lookahead_steps=args.steps_per_generation * args.num_iterations,
         earlier_save_s=resume.earlier("timings", "max_checkpoint_save_s"),
         earlier_step_s=resume.earlier("timings", "max_step_s"),
+        stop_at=stop_at(cfg.budget),
     )
     trainer.add_callback(budget_callback)  # it times saves after any selection evaluation at them
     if milestone_fractions(cfg.budget):  # after the selection: a milestone keeps the best checkpoint up to it
@@ -559,6 +577,43 @@ def interrupted(run: Run) -> dict:
     return summary
 
 
+def pause(run: Run) -> dict:
+    """budget.stop_at reached (a two-stage search's stage 1): the step a budget of that fraction would have stopped
+    at is saved (the closing save) and scored on the selection benchmark; no final evaluation. The summary says
+    "paused" with the best selection score up to here; a relaunch without budget.stop_at trains on from here."""
+    step = run.trainer.state.global_step
+    fraction = float(run.budget_callback.stop_at)
+    best = run.selection.best_step if run.selection else None
+    scores = run.selection.scores if run.selection else {}
+    paused = {
+        "fraction": fraction,
+        "step": step,
+        "training_s": round(run.meter.training_s, 3),
+        "generated_tokens": run.meter.generated_tokens,
+        "selected_step": best,
+        "selection_score": scores.get(best) if best is not None else None,
+        "selection_benchmark": run.evaluator.cfg.select_on,
+    }
+    summary = run.record.update_summary(
+        status="paused",
+        stop_reason=STOP_AT,
+        finished_at=now_iso(),
+        global_step=step,
+        paused=paused,
+        budget=run.meter.usage(),
+        timings=attempt_timings(run),
+        memory=run.memory(),
+    )
+    log.warning(
+        "Paused at step %d, %s of the budget (budget.stop_at): selection score %s. Relaunch without budget.stop_at "
+        "to train on from here.",
+        step,
+        label(fraction),
+        paused["selection_score"],
+    )
+    return summary
+
+
 def finish(run: Run, baseline: dict | None) -> dict:
     """Save the adapter that is evaluated finally (the selected checkpoint's when eval.select_on is set)
     as final/, evaluate it, and write the summary and the verdict."""
@@ -599,7 +654,7 @@ def finish(run: Run, baseline: dict | None) -> dict:
 
 
 def evaluate_milestones(run: Run, baseline: dict | None) -> tuple[dict, dict]:
-    """Each kept milestone (the shorter budgets: rlvr_sweeps.milestones) evaluated on the reported benchmarks as
+    """Each kept milestone (the shorter budgets: rlvr_sweeps.run.milestones) evaluated on the reported benchmarks as
     the final one is, on the evaluation clock (never the training budget), each benchmark reusable after a requeue;
     the milestones with their results, and their metrics under milestone/<fraction>/..."""
     kept = kept_milestones(run.record)
@@ -618,7 +673,7 @@ def evaluate_milestones(run: Run, baseline: dict | None) -> tuple[dict, dict]:
 
 
 def add_guards(guards: DictConfig, trainer: RLVRTrainer, evaluator: Evaluator, first_problem: dict) -> None:
-    """The checks of rlvr_sweeps.guards: the prompt ids now, the rollouts' log-probabilities at every step."""
+    """The checks of rlvr_sweeps.run.guards: the prompt ids now, the rollouts' log-probabilities at every step."""
     if guards.prompt_ids:
         prompt = first_problem["prompt"]
         train_ids = trainer._tokenize_prompts([prompt])[0][0]  # TRL's own tokenization of rollout prompts

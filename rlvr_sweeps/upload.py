@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .run_record import RunRecord, flat_summary
+from .run.record import RunRecord, flat_summary
 
 UPLOAD_DIR = "wandb-upload"
 NOT_LOGGED = ("step", "training_s")  # the row's step is W&B's step; the training clock is in the summary
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if not folders:
             raise UserError(f"No run folders in {', '.join(args.paths)}.")
         if not args.offline:
-            from .wandb_server import has_credentials, wandb_server_answers
+            from .infra.wandb_server import has_credentials, wandb_server_answers
 
             if not has_credentials() or not wandb_server_answers(10.0):
                 raise UserError(

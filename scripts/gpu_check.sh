@@ -8,7 +8,7 @@
 #      128-token prompts): s/step, generation s, peak memory - beside ../shared/reference/gpu_baseline.md;
 #   2. the exact vLLM weight sync on CUDA in bf16 (TRL's own sync_weights, 50 syncs, Qwen2.5-1.5B shape) for
 #      each lora.variant: the frozen base stays bit-exact and the engine gets the merged weights rounded once;
-#   3. the guards (rlvr_sweeps/guards.py, memory.py): a short healthy run passes them (memory estimate
+#   3. the guards (rlvr_sweeps/run/guards.py, memory.py): a short healthy run passes them (memory estimate
 #      logged), an impossible batch is refused before loading, the estimate is printed beside the measured
 #      peaks of step 1, and where vLLM is installed a healthy and a broken weight sync (log-prob gaps).
 #

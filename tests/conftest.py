@@ -124,9 +124,9 @@ def evaluate_in_process(runs: Path, cache: Path, *overrides: str) -> tuple[dict,
 def grpo_args(cfg, output_dir, hardware=None, reward_weights=(1.0,)):
     """TRL's GRPOConfig for a composed config, as train() builds it: lora.lr_rule applied once and recorded in
     cfg.lora.effective_learning_rate (a config without a lora node: trainer.learning_rate)."""
-    from rlvr_sweeps.adapters import resolve_learning_rate
-    from rlvr_sweeps.hardware import Hardware
-    from rlvr_sweeps.trainer import grpo_config
+    from rlvr_sweeps.infra.hardware import Hardware
+    from rlvr_sweeps.policy.adapters import resolve_learning_rate
+    from rlvr_sweeps.training.trainer import grpo_config
 
     rate = resolve_learning_rate(cfg.lora, cfg.trainer.learning_rate) if "lora" in cfg else cfg.trainer.learning_rate
     return grpo_config(
@@ -145,7 +145,7 @@ def adapter(rank: int, variant: str = "lora", dropout: float = 0.0):
     """PEFT's LoraConfig of lora.variant at this rank (alpha = 2 r, every linear layer), PiSSA with its SVD start."""
     from omegaconf import OmegaConf
 
-    from rlvr_sweeps.adapters import lora_config
+    from rlvr_sweeps.policy.adapters import lora_config
 
     cfg = {"rank": rank, "variant": variant, "alpha": None, "alpha_ratio": 2, "dropout": dropout}
     cfg = OmegaConf.create({**cfg, "target_modules": "all-linear"})
@@ -205,7 +205,7 @@ def tiny_folder(model_cache) -> Path:
     """The tiny random model (conf/model/tiny.yaml), built once per session."""
     from omegaconf import OmegaConf
 
-    from rlvr_sweeps.models import model_folder
+    from rlvr_sweeps.policy.models import model_folder
 
     return Path(model_folder(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"), model_cache))
 

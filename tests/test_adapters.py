@@ -15,10 +15,10 @@ import yaml
 
 from conftest import compose_config as composed
 from conftest import grpo_args, train_in_process
-from rlvr_sweeps.adapters import PISSA_INITIAL, effective_learning_rate, lora_config
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.evaluate import adapter_folder, refuse_what_vllm_cannot_load
-from rlvr_sweeps.hardware import Hardware
+from rlvr_sweeps.infra.hardware import Hardware
+from rlvr_sweeps.policy.adapters import PISSA_INITIAL, effective_learning_rate, lora_config
 
 CPU = Hardware("cpu", "cpu", 2)
 
@@ -152,8 +152,8 @@ def test_pissa_starts_from_a_cached_residual_and_saves_a_plain_lora_of_the_origi
 
 
 def test_vllm_serves_an_adapter_at_the_next_rank_it_accepts_and_refuses_one_above_512(tmp_path):
-    from rlvr_sweeps.adapters import vllm_max_lora_rank
     from rlvr_sweeps.checks import check_config
+    from rlvr_sweeps.policy.adapters import vllm_max_lora_rank
 
     assert [vllm_max_lora_rank(r) for r in (1, 8, 24, 64, 200, 257, 320, 512)] == [1, 8, 32, 64, 256, 320, 320, 512]
     with pytest.raises(UserError, match="serves ranks up to 512"):

@@ -9,8 +9,8 @@ import pytest
 from transformers import TrainerControl
 
 from conftest import train_in_process, training_bounds
-from rlvr_sweeps.budget import MAX_STEPS, MAX_TOKENS, WALL_CLOCK, Budget, BudgetCallback, BudgetMeter
-from rlvr_sweeps.hardware import Hardware
+from rlvr_sweeps.infra.hardware import Hardware
+from rlvr_sweeps.run.budget import MAX_STEPS, MAX_TOKENS, WALL_CLOCK, Budget, BudgetCallback, BudgetMeter
 
 
 class Clock:

@@ -20,7 +20,7 @@ from analysis.budget_axis import budget_rows, level
 from analysis.budget_tables import crossings
 from analysis.sources import load_local
 from analysis.tables import all_tables
-from rlvr_sweeps.run_record import flat_summary
+from rlvr_sweeps.run.record import flat_summary
 
 PROBLEMS = 20
 

@@ -8,13 +8,13 @@ import pytest
 
 from conftest import ROOT, grpo_args
 from conftest import compose_config as composed
-from rlvr_sweeps.adapters import lora_config
-from rlvr_sweeps.budget import Budget
 from rlvr_sweeps.checks import check_config, check_context
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.hardware import Hardware
+from rlvr_sweeps.generation.sampling import benchmarks_from_config, selection_benchmark
+from rlvr_sweeps.infra.hardware import Hardware
+from rlvr_sweeps.policy.adapters import lora_config
 from rlvr_sweeps.resolvers import run_id
-from rlvr_sweeps.sampling import benchmarks_from_config, selection_benchmark
+from rlvr_sweeps.run.budget import Budget
 from rlvr_sweeps.sweep import (
     Throughput,
     estimate_evaluation_s,
@@ -256,7 +256,7 @@ def test_run_id_is_one_readable_bounded_folder_name():
 
 
 def test_a_sweep_names_every_hub_model_and_dataset_its_runs_load():
-    from rlvr_sweeps.hub import required_items
+    from rlvr_sweeps.infra.hub import required_items
 
     items = required_items(composed("experiment=study", "model=math", "model.revision=v1"))
     assert [(i.kind, i.repo_id, i.revision, i.needed_by) for i in items] == [
@@ -286,7 +286,7 @@ def test_a_sweep_names_every_hub_model_and_dataset_its_runs_load():
     ],
 )
 def test_a_refused_gpu_config_says_what_cuda_it_saw(torch_cuda, driver, expected):
-    from rlvr_sweeps.hardware import cuda_diagnosis
+    from rlvr_sweeps.infra.hardware import cuda_diagnosis
 
     text = cuda_diagnosis(torch_cuda, driver or "")
     assert expected in text and "\n" not in text

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
 from conftest import ROOT
-from rlvr_sweeps.data import build_train_dataset, load_problems, tokenize_prompts
 from rlvr_sweeps.errors import UserError
+from rlvr_sweeps.tasks.data import build_train_dataset, load_problems, tokenize_prompts
 
 GSM8K = OmegaConf.load(ROOT / "conf" / "data" / "gsm8k.yaml")
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import train_in_process
-from rlvr_sweeps.verdict import reward_thirds
+from rlvr_sweeps.evaluation.verdict import reward_thirds
 
 pytestmark = pytest.mark.e2e
 # 11 steps, about 3 minutes on one thread (the full default trains for 5.5 minutes on two). Seeded: on

@@ -10,9 +10,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.evaluation import CheckpointSelection, flat_metrics, pass_at_k, score
-from rlvr_sweeps.sampling import Benchmark, Completion, benchmarks_from_config
-from rlvr_sweeps.verifier import MathVerifier
+from rlvr_sweeps.evaluation.evaluator import CheckpointSelection, flat_metrics, pass_at_k, score
+from rlvr_sweeps.generation.sampling import Benchmark, Completion, benchmarks_from_config
+from rlvr_sweeps.tasks.verifier import MathVerifier
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_flat_metrics_have_stable_names_and_deltas():
 def test_the_baseline_cache_key_changes_with_everything_that_changes_a_baseline(monkeypatch):
     from dataclasses import replace
 
-    from rlvr_sweeps import evaluation
+    from rlvr_sweeps.evaluation import evaluator as evaluation
 
     prompt = OmegaConf.create({"system": None, "template": "{question}\nAnswer in \\boxed{}."})
     eval_cfg = OmegaConf.create({"seed": 0, "batch_size": 64})

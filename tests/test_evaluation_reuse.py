@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_config
-from rlvr_sweeps.sampling import Completion
+from rlvr_sweeps.generation.sampling import Completion
 
 
 class SlowCountingGenerator:
@@ -40,8 +40,8 @@ def evaluate_baseline(tiny_folder: str, cache: str, out: str, counter: str, barr
     """One job's baseline evaluation (in a process of its own)."""
     from transformers import AutoTokenizer
 
-    from rlvr_sweeps.evaluation import Evaluator
-    from rlvr_sweeps.verifier import MathVerifier
+    from rlvr_sweeps.evaluation.evaluator import Evaluator
+    from rlvr_sweeps.tasks.verifier import MathVerifier
 
     cfg = compose_config("data=sums", "eval=[sums_heldout]")
     verifier = MathVerifier()
@@ -81,8 +81,8 @@ def test_two_jobs_compute_one_baseline_and_read_the_same_records(tiny_folder, tm
 def test_a_requeued_final_evaluation_reuses_the_benchmarks_finished_on_the_same_weights(tiny_folder, tmp_path):
     from transformers import AutoTokenizer
 
-    from rlvr_sweeps.evaluation import Evaluator
-    from rlvr_sweeps.verifier import MathVerifier
+    from rlvr_sweeps.evaluation.evaluator import Evaluator
+    from rlvr_sweeps.tasks.verifier import MathVerifier
 
     cfg = compose_config("data=sums", "eval=[sums_heldout,reasoning_gym_heldout]")
     verifier = MathVerifier()

@@ -1,4 +1,4 @@
-"""The guards a run keeps on itself (rlvr_sweeps.guards, rlvr_sweeps.memory): each trips on its fault and
+"""The guards a run keeps on itself (rlvr_sweeps.run.guards, rlvr_sweeps.training.memory): each trips on its fault and
 stays quiet on a healthy run. The weight-sync guard on a real colocated vLLM engine is in test_vllm; the
 prompt-id guard on real tokenizers in test_prompts."""
 
@@ -14,8 +14,8 @@ import torch
 
 from conftest import train_in_process
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.guards import IS_MASKED_SHARE, LOGP_GAP, RolloutGuard, RunCheckFailed, masked_share
-from rlvr_sweeps.memory import ALLOC_CONF, use_expandable_segments
+from rlvr_sweeps.run.guards import IS_MASKED_SHARE, LOGP_GAP, RolloutGuard, RunCheckFailed, masked_share
+from rlvr_sweeps.training.memory import ALLOC_CONF, use_expandable_segments
 
 
 def feed(guard: RolloutGuard, rows: list[tuple[int, dict]]) -> None:
@@ -59,7 +59,7 @@ def test_the_weight_sync_guard_can_be_switched_off():
 
 def test_a_high_importance_sampling_mask_share_warns_once_with_the_setting(caplog):
     guard = RolloutGuard(0.1, is_mask_warn_share=0.05)
-    with caplog.at_level(logging.WARNING, logger="rlvr_sweeps.guards"):
+    with caplog.at_level(logging.WARNING, logger="rlvr_sweeps.run.guards"):
         feed(guard, [(1, {IS_MASKED_SHARE: 0.01}), (2, {IS_MASKED_SHARE: 0.25}), (3, {IS_MASKED_SHARE: 0.5})])
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "25.0%" in warnings[0] and "vllm_importance_sampling_clip_max" in warnings[0]

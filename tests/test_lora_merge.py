@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, adapter, grpo_args
-from rlvr_sweeps.lora_merge import lora_layers, merged_lora
+from rlvr_sweeps.policy.lora_merge import lora_layers, merged_lora
 
 VARIANTS = ["lora", "rslora", "dora", "pissa"]
 
@@ -96,8 +96,8 @@ def test_grpo_rollouts_run_on_the_merged_adapter(tiny_folder, tmp_path):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlvr_sweeps.adapters import lora_config
-    from rlvr_sweeps.trainer import RLVRTrainer
+    from rlvr_sweeps.policy.adapters import lora_config
+    from rlvr_sweeps.training.trainer import RLVRTrainer
 
     cfg = OmegaConf.create(
         {

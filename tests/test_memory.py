@@ -1,4 +1,4 @@
-"""The memory estimate follows the TRL that trains (rlvr_sweeps.memory): the study fits an A40 as configured under
+"""The memory estimate follows the TRL that trains (training.memory): the study fits an A40 as configured under
 TRL 1.16's fused head, needs a smaller micro-batch under TRL 1.13's full logits, and a split micro-batch trains the
 same adapter; the estimate bounds a real step's measured peak under the installed TRL."""
 
@@ -14,10 +14,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_config, grpo_args, train_in_process
-from rlvr_sweeps.adapters import lora_config
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.memory import GB, SPLITTABLE_LOSSES, Device, check_memory, fit, trl_fuses_lm_head
-from rlvr_sweeps.trainer import RLVRTrainer
+from rlvr_sweeps.policy.adapters import lora_config
+from rlvr_sweeps.training.memory import GB, SPLITTABLE_LOSSES, Device, check_memory, fit, trl_fuses_lm_head
+from rlvr_sweeps.training.trainer import RLVRTrainer
 
 A40 = 48e9
 SHAPE = OmegaConf.load(ROOT / "conf" / "model" / "qwen1_5b_shape.yaml")

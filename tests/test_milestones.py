@@ -1,4 +1,4 @@
-"""budget.milestones (rlvr_sweeps.milestones): the checkpoint at a fraction of the budget is the run a shorter
+"""budget.milestones (rlvr_sweeps.run.milestones): the checkpoint at a fraction of the budget is the run a shorter
 budget makes, kept out of rotation and evaluated like the final one; what would break that is refused."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from analysis.sources import load_local, load_wandb
 from analysis.tables import all_tables
 from conftest import OfflineWandbApi, OfflineWandbRun, compose_config, train_in_process
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.milestones import check_milestones
+from rlvr_sweeps.run.milestones import check_milestones
 
 LEARNS = (  # tiny_math on 1-digit sums moves its adapter in a few steps
     "model=tiny_math",

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.hardware import Hardware
-from rlvr_sweeps.models import load_model, model_folder
+from rlvr_sweeps.infra.hardware import Hardware
+from rlvr_sweeps.policy.models import load_model, model_folder
 
 CPU = Hardware("cpu", "cpu", 2)
 

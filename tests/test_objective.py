@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from conftest import compose_config, grpo_args
-from rlvr_sweeps.adapters import lora_config
-from rlvr_sweeps.trainer import RLVRTrainer
+from rlvr_sweeps.policy.adapters import lora_config
+from rlvr_sweeps.training.trainer import RLVRTrainer
 
 # The study as composed (trainer=grpo, lora=default), on the tiny model with transformers rollouts and
 # short completions; generation every 2 optimizer steps makes TRL compute the old log-probs, as it

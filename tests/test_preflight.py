@@ -1,4 +1,4 @@
-"""The preflight (rlvr_sweeps.preflight, preflight_job): which arm each model is measured at, what a preflight run
+"""The preflight (planning.preflight, preflight_job): which arm each model is measured at, what a preflight run
 records and concludes, and how the sweep's plan uses it. The whole path on SLURM, requeue included, is
 tests/test_slurm.py's preflight test."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from conftest import compose_config, train_in_process
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.preflight import FORCED_STEP, RECORD, STEPS, hungriest_arms, status_line
+from rlvr_sweeps.planning.preflight import FORCED_STEP, RECORD, STEPS, hungriest_arms, status_line
 from rlvr_sweeps.sweep import format_plan, measured_throughput, plan_run, stop_window_s
 
 TINY = ("model=tiny", "data=sums", "eval=[sums_heldout]", "eval.select_on=sums_heldout", "logger=none")

@@ -14,10 +14,10 @@ from transformers import AutoTokenizer
 from trl import GRPOTrainer
 
 from conftest import ROOT
-from rlvr_sweeps.data import build_train_dataset, render_prompt
-from rlvr_sweeps.evaluation import Evaluator
-from rlvr_sweeps.guards import RunCheckFailed, check_prompt_ids
-from rlvr_sweeps.models import model_folder
+from rlvr_sweeps.evaluation.evaluator import Evaluator
+from rlvr_sweeps.policy.models import model_folder
+from rlvr_sweeps.run.guards import RunCheckFailed, check_prompt_ids
+from rlvr_sweeps.tasks.data import build_train_dataset, render_prompt
 
 TEMPLATES = Path(trl.__file__).parent / "chat_templates"
 R1_BOS = "<｜begin▁of▁sentence｜>"

@@ -1,4 +1,4 @@
-"""Records that never lie (rlvr_sweeps.run_record, rlvr_sweeps.lease): a run resumes only with the settings it
+"""Records that never lie (rlvr_sweeps.run.record, rlvr_sweeps.run.lease): a run resumes only with the settings it
 trained with, one trainer holds a run folder at a time (and a dead one does not hold it forever), and a run
 trained under two versions says so."""
 
@@ -16,7 +16,7 @@ import yaml
 
 from conftest import ROOT, environment, launch_env, train_in_process
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.run_record import config_changes, mixed_versions
+from rlvr_sweeps.run.record import config_changes, mixed_versions
 
 QUICK = ("model=tiny", "eval=[]", "logger=none", "trainer.max_completion_length=8")
 
@@ -109,7 +109,7 @@ def test_one_trainer_per_run_folder_and_a_killed_holder_is_taken_over(tmp_path, 
 def test_a_lease_whose_holder_stopped_renewing_expires(tmp_path):
     """A holder on another node (its pid cannot be asked): refused while its heartbeat is fresh, taken over once the
     lease expired; the heartbeat thread renews a held lease."""
-    from rlvr_sweeps.lease import RunLease
+    from rlvr_sweeps.run.lease import RunLease
 
     other = {"token": "x", "host": "node-7", "pid": 1, "slurm_job_id": "99", "since": "then"}
     path = tmp_path / "lease.json"
@@ -129,7 +129,7 @@ def test_a_lease_whose_holder_stopped_renewing_expires(tmp_path):
 def test_a_submission_counts_as_unstarted_only_until_a_job_writes_the_summary(tmp_path):
     """A job that failed is still COMPLETING in SLURM when the launcher reports it: the plan must read its summary
     (retry after failure), not the submission (queued)."""
-    from rlvr_sweeps.run_record import RunRecord
+    from rlvr_sweeps.run.record import RunRecord
 
     record = RunRecord(tmp_path)
     assert record.unstarted_job() is None

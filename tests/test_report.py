@@ -16,7 +16,7 @@ import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 from wandb_workspaces import expr
 
-import rlvr_sweeps.wandb_server
+import rlvr_sweeps.infra.wandb_server
 from analysis import report
 from analysis.__main__ import main as analysis_main
 from analysis.report import Logged, Views, build_report, build_workspace, local_keys, save
@@ -59,7 +59,7 @@ def forbid_network(monkeypatch, calls: list) -> None:
 
         return called
 
-    monkeypatch.setattr(rlvr_sweeps.wandb_server, "wandb_server_answers", refuse("wandb_server_answers"))
+    monkeypatch.setattr(rlvr_sweeps.infra.wandb_server, "wandb_server_answers", refuse("wandb_server_answers"))
     monkeypatch.setattr(wandb, "Api", refuse("wandb.Api"))
     monkeypatch.setattr(wandb, "init", refuse("wandb.init"))
     monkeypatch.setattr(wr.Report, "save", refuse("Report.save"))

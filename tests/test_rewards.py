@@ -9,8 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.rewards import build_reward_functions, last_boxed, make_accuracy_reward, make_format_reward
-from rlvr_sweeps.verifier import MathVerifier
+from rlvr_sweeps.tasks.verifier import MathVerifier
+from rlvr_sweeps.training.rewards import build_reward_functions, last_boxed, make_accuracy_reward, make_format_reward
 
 ADVERSARIAL = {
     "deeply nested LaTeX": "\\boxed{" + "\\frac{" * 300 + "1" + "}{2}" * 300 + "}",

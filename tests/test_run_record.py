@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlvr_sweeps.run_record import CHECKPOINT_PREFIX, RunRecord, scrub_secrets
+from rlvr_sweeps.run.record import CHECKPOINT_PREFIX, RunRecord, scrub_secrets
 
 
 def test_secret_keys_and_values_are_redacted_but_token_counts_are_not(monkeypatch):

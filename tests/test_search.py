@@ -1,4 +1,4 @@
-"""search=two_stage (rlvr_sweeps.search): the promotion rule, the design's checks, what both stages cost against
+"""search=two_stage (planning.search): the promotion rule, the design's checks, what both stages cost against
 the grids, and by simulation (benchmarks/two_stage_simulation.py) that promotion picks best rates more often with a
 later milestone and that the verdict on the stage-2 seeds marks a null at most at its nominal rate."""
 
@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT
 from rlvr_sweeps.errors import UserError
-from rlvr_sweeps.search import TwoStage, cost_lines, costs, promote
+from rlvr_sweeps.planning.search import TwoStage, cost_lines, costs, promote
 
 
 def simulation():

@@ -26,7 +26,7 @@ from analysis.seed_stats import (
     runs_needed,
     t_interval,
 )
-from rlvr_sweeps.significance import evaluation_variance, paired_bootstrap, per_problem_accuracy
+from rlvr_sweeps.evaluation.significance import evaluation_variance, paired_bootstrap, per_problem_accuracy
 
 
 def test_between_arms_is_welchs_t_on_the_runs():

@@ -1,6 +1,6 @@
 """Verdicts in the analysis: the training run decides `*`, the evaluation noise of the runs at hand is a
 column of its own, the runs a comparison needs, and damaged run folders. The problem bootstrap itself
-(rlvr_sweeps.significance) is checked first.
+(rlvr_sweeps.evaluation.significance) is checked first.
 
 Fast: synthetic run folders with per-sample records, no training.
 """
@@ -23,7 +23,7 @@ from analysis.comparisons import EVAL_NOISE
 from analysis.render import GAP
 from analysis.tables import all_tables
 from conftest import OfflineWandbApi, OfflineWandbRun
-from rlvr_sweeps.significance import (
+from rlvr_sweeps.evaluation.significance import (
     Interval,
     evaluation_variance,
     paired_bootstrap,

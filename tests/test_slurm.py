@@ -333,3 +333,51 @@ def test_a_relaunch_skips_runs_whose_jobs_are_still_pending(sweep):
     finally:  # this test's jobs, and any a relaunch submitted again
         jobs += re.findall(r"^submitted (\S+):", again.stdout if again else "", re.MULTILINE)
         subprocess.run(["scancel", *jobs], env=sweep.env, capture_output=True)
+
+
+def test_a_two_stage_search_promotes_in_its_own_job_after_stage_one_and_resumes(sweep):
+    """2 ranks x 2 learning rates, wait: false. The command queues stage 1 and a CPU promotion job that depends
+    on it (afterany); that job writes search.json and queues stage 2 by itself; relaunching at any point submits
+    nothing twice."""
+    args = (
+        "name=search",
+        "lora.rank=4,8",
+        "trainer.learning_rate=0.001,0.01",
+        "budget.max_steps=4",
+        "trainer.save_steps=2",
+        "eval.select_on=reasoning_gym_heldout",
+        "eval.selection.max_problems=8",
+        "eval.max_problems=16",
+        "search=two_stage",
+        "search.milestone=0.5",
+        "search.stage2_seeds=1",
+        "logger=none",
+    )
+    first = sweep(*args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    folder = sweep.runs / "search"
+    queued = json.loads((folder / "search-promotion-job.json").read_text())
+    submissions = [json.loads(p.read_text()) for p in folder.glob("*/submission.json")]
+    stage1 = {s["job_id"].split("_")[0] for s in submissions}
+    assert len(submissions) == 4 and queued["after"] == sorted(stage1)  # afterany on stage 1's jobs
+    assert f"promotion job {queued['job_id']} queued after stage 1" in first.stdout
+
+    again = sweep(*args)  # while stage 1 runs or waits: nothing submitted twice, the promotion job kept
+    assert again.returncode == 0 and "submitted" not in again.stdout, again.stdout[-3000:]
+    assert "queued after stage 1 already" in again.stdout or (folder / "search.json").exists()
+
+    def ended():
+        found = summaries(folder)
+        states = sorted(s.get("status") for s in found.values())
+        return found if states == ["completed"] * 4 + ["paused"] * 2 else None
+
+    runs = wait_for(ended, 600, "stage 2 to end")
+    record = json.loads((folder / "search.json").read_text())
+    assert record["promotion_job"] == queued["job_id"]  # written by the promotion job, not by a relaunch
+    assert [(p["rank"], len(p["learning_rates"])) for p in record["promoted"]] == [(4, 1), (8, 1)]
+    continued = [s for s in runs.values() if s["status"] == "completed" and len(s["attempts"]) == 2]
+    assert len(continued) == 2 and all(s["global_step"] == 4 and s["paused"]["step"] == 2 for s in continued)
+    assert all(s["global_step"] == 2 for s in runs.values() if s["status"] == "paused")
+
+    last = sweep(*args)
+    assert last.returncode == 0 and "promoted earlier" in last.stdout and "submitted" not in last.stdout

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from transformers.integrations import WandbCallback
 
-from rlvr_sweeps.tracking import TolerantWandbCallback
+from rlvr_sweeps.infra.tracking import TolerantWandbCallback
 
 
 class FakeWandb:

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_SWEEP, train_in_process, training_bounds
-from rlvr_sweeps.run_record import RunRecord
+from rlvr_sweeps.run.record import RunRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tiny_sweep")]
 LORA_RUNS = [(8, 0), (8, 1), (64, 0), (64, 1)]

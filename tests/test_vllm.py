@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from conftest import ROOT, evaluate_in_process, grpo_args  # noqa: E402
-from rlvr_sweeps.guards import IS_MASKED_SHARE, LOGP_GAP, RolloutGuard, RunCheckFailed  # noqa: E402
+from rlvr_sweeps.run.guards import IS_MASKED_SHARE, LOGP_GAP, RolloutGuard, RunCheckFailed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +80,9 @@ def colocated_trainer(tiny_folder, tmp_path, max_steps: int = 2, guard=None):
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlvr_sweeps.adapters import lora_config
-    from rlvr_sweeps.rewards import completion_text
-    from rlvr_sweeps.trainer import RLVRTrainer
+    from rlvr_sweeps.policy.adapters import lora_config
+    from rlvr_sweeps.training.rewards import completion_text
+    from rlvr_sweeps.training.trainer import RLVRTrainer
 
     def length_reward(completions, **kwargs):  # any reward that differs between completions moves the weights
         return [len(completion_text(c)) / 100 for c in completions]

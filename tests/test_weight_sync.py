@@ -14,9 +14,9 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, adapter
-from rlvr_sweeps.lora_merge import lora_layers
-from rlvr_sweeps.models import model_folder
-from rlvr_sweeps.vllm_backend import exact_weight_sync
+from rlvr_sweeps.generation.vllm_backend import exact_weight_sync
+from rlvr_sweeps.policy.lora_merge import lora_layers
+from rlvr_sweeps.policy.models import model_folder
 
 DEVICE = os.environ.get("RLVR_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 MODEL = os.environ.get("RLVR_TEST_MODEL", "tiny")

@@ -29,6 +29,8 @@ from omegaconf import OmegaConf
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 
+from .two_stage import TwoStageLaunch
+
 log = logging.getLogger(__name__)
 
 
@@ -45,11 +47,11 @@ class _SweepLauncherMixin:
         self.max_time_min = int(max_time_min) if max_time_min else None
 
     def _plan(self, job_overrides: Sequence[Sequence[str]]):
-        """The plan of every job, or with preflight=true, of one preflight job per model (rlvr_sweeps.preflight):
+        """The plan of every job, or with preflight=true, of one preflight job per model (planning.preflight):
         (the jobs' overrides, their plans, dry_run, the Hub items they load, preflight)."""
-        from rlvr_sweeps.hub import required_items
-        from rlvr_sweeps.preflight import hungriest_arms
-        from rlvr_sweeps.search import check_search
+        from rlvr_sweeps.infra.hub import required_items
+        from rlvr_sweeps.planning.preflight import hungriest_arms
+        from rlvr_sweeps.planning.search import check_search
         from rlvr_sweeps.sweep import plan_preflight, plan_run
 
         arms = []
@@ -60,6 +62,7 @@ class _SweepLauncherMixin:
             shown = [o for o in filter_overrides(overrides) if not o.startswith("dry_run=")]
             arms.append((overrides, config, run_dir, shown))
         HydraConfig.instance().set_config(self.config)
+        self.planned_configs = [config for _, config, _, _ in arms]  # search=two_stage reads the arms' settings
         preflight = any(bool(config.get("preflight")) for _, config, _, _ in arms)
         self.sweep_size = len(arms)
         if preflight:
@@ -73,7 +76,7 @@ class _SweepLauncherMixin:
                 hub_items += required_items(config)
         dry_run = any(bool(config.dry_run) for _, config, _, _ in arms)
         for _, config, _, _ in arms[:1]:  # before anything is submitted
-            check_search(config.get("search"), plan_only=dry_run)
+            check_search(config.get("search"), config.eval)
         return [a[0] for a in arms], plans, dry_run, hub_items, preflight
 
     def _executor(self, plans):
@@ -100,10 +103,12 @@ class _SweepLauncherMixin:
         return executor
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from rlvr_sweeps.hub import prepare
-        from rlvr_sweeps.run_record import RunRecord
+        from rlvr_sweeps.infra.hub import prepare
         from rlvr_sweeps.sweep import format_plan, format_preflight_plan, preflight_lines
 
+        search = self.config.get("search") or {}
+        if search.get("name") == "two_stage" and not self.config.get("preflight") and not self.config.get("dry_run"):
+            return TwoStageLaunch(self).launch(job_overrides, initial_job_idx)
         job_overrides, plans, dry_run, hub_items, preflight = self._plan(job_overrides)
         sweep_dir = str(self.config.hydra.sweep.dir)
         if preflight:
@@ -118,9 +123,42 @@ class _SweepLauncherMixin:
             )
             for o, p in zip(job_overrides, plans)
         ]
-        todo = [i for i, p in enumerate(plans) if p.action == "run"]
-        if dry_run or not todo:
+        if dry_run:
             return returns
+        submitted = self._submit(job_overrides, plans, initial_job_idx)
+        if not submitted:
+            return returns
+        if not self.wait:
+            follow = (
+                "relaunch this command (or `python -m rlvr_sweeps.sweep "
+                f"{sweep_dir}`) for their verdicts, then plan the sweep with dry_run=true"
+                if preflight
+                else f"each run's W&B run is named by its overrides, in group {self.config.name!r}"
+            )
+            print(
+                f"{len(submitted)} {'preflight ' if preflight else ''}jobs queued; follow them with `squeue` and "
+                f"`python -m rlvr_sweeps.sweep {sweep_dir}`; {follow}.",
+                flush=True,
+            )
+            for i, job in submitted:
+                returns[i] = JobReturn(
+                    overrides=list(job_overrides[i]),
+                    status=JobStatus.COMPLETED,
+                    _return_value={"status": "submitted", "job_id": job.job_id, "run_dir": plans[i].run_dir},
+                )
+            return returns
+        job_errors = self._wait(submitted, plans)
+        if preflight:
+            return self._report_preflight(plans, sweep_dir)
+        return self._report(plans, job_errors)
+
+    def _submit(self, job_overrides, plans, initial_job_idx: int) -> list:
+        """Submit the plans whose action is "run" (as one job array); [(index in plans, job)]."""
+        from rlvr_sweeps.run.record import RunRecord
+
+        todo = [i for i, p in enumerate(plans) if p.action == "run"]
+        if not todo:
+            return []
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         job_params = [
             (
@@ -137,37 +175,21 @@ class _SweepLauncherMixin:
             if self._EXECUTOR == "slurm":  # a relaunch skips a run whose job is still pending
                 RunRecord(plans[i].run_dir).record_submission(job.job_id)
             print(f"submitted {job.job_id}: {plans[i].overrides or '(defaults)'} -> {plans[i].run_dir}", flush=True)
-        if not self.wait:
-            follow = (
-                "relaunch this command (or `python -m rlvr_sweeps.sweep "
-                f"{sweep_dir}`) for their verdicts, then plan the sweep with dry_run=true"
-                if preflight
-                else f"each run's W&B run is named by its overrides, in group {self.config.name!r}"
-            )
-            print(
-                f"{len(jobs)} {'preflight ' if preflight else ''}jobs queued; follow them with `squeue` and "
-                f"`python -m rlvr_sweeps.sweep {sweep_dir}`; {follow}.",
-                flush=True,
-            )
-            for i, job in zip(todo, jobs):
-                returns[i] = JobReturn(
-                    overrides=list(job_overrides[i]),
-                    status=JobStatus.COMPLETED,
-                    _return_value={"status": "submitted", "job_id": job.job_id, "run_dir": plans[i].run_dir},
-                )
-            return returns
+        return list(zip(todo, jobs))
+
+    @staticmethod
+    def _wait(submitted, plans) -> dict:
+        """Wait for the jobs; run folder -> the error of each job that failed (what each run did is in its folder)."""
         job_errors = {}
-        for i, job in zip(todo, jobs):  # wait; what each run did is recorded in its run folder
+        for i, job in submitted:
             try:
                 job.results()
             except Exception as err:  # noqa: BLE001 - submitit's FailedJobError, a killed job...
                 job_errors[plans[i].run_dir] = f"job {job.job_id}: {str(err).strip().splitlines()[-1]}"
-        if preflight:
-            return self._report_preflight(plans, sweep_dir)
-        return self._report(plans, job_errors)
+        return job_errors
 
     def _report_preflight(self, plans, sweep_dir: str) -> list:
-        from rlvr_sweeps.preflight import read
+        from rlvr_sweeps.planning.preflight import read
         from rlvr_sweeps.sweep import preflight_lines
 
         print("\n".join(preflight_lines(sweep_dir)), flush=True)
@@ -183,7 +205,7 @@ class _SweepLauncherMixin:
         )
 
     def _report(self, plans, job_errors: dict) -> list:
-        from rlvr_sweeps.run_record import RunRecord
+        from rlvr_sweeps.run.record import RunRecord
         from rlvr_sweeps.sweep import format_status
 
         summaries = []
@@ -193,7 +215,7 @@ class _SweepLauncherMixin:
                 summary = {**summary, "status": "failed", "error": job_errors[plan.run_dir]}  # died unrecorded
             summaries.append(summary)
         print(format_status(summaries), flush=True)
-        failed = [s for s in summaries if s.get("status") != "completed"]
+        failed = [s for s in summaries if s.get("status") not in {"completed", "paused"}]
         return _returns(
             plans,
             summaries,

@@ -6,8 +6,8 @@ max_new_tokens, seeded from eval.seed so that the same config gives the same num
 
 from __future__ import annotations
 
-from .lora_merge import merged_lora
-from .models import eos_token_ids
+from ..policy.lora_merge import merged_lora
+from ..policy.models import eos_token_ids
 from .sampling import Benchmark, Completion, Generator, resolve_backend, sampling_seed
 
 

@@ -23,8 +23,8 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import UserError
-from .run_record import COMPLETE_MARKER, RunRecord
+from ..errors import UserError
+from .record import COMPLETE_MARKER, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,12 @@ def fractions(budget_cfg) -> list[float]:
     return sorted({float(f) for f in (budget_cfg.get("milestones") or []) if float(f) < 1})
 
 
+def stop_at(budget_cfg) -> float | None:
+    """budget.stop_at: the fraction of the budget a run pauses at (a two-stage search's stage 1), else None."""
+    value = budget_cfg.get("stop_at")
+    return float(value) if value is not None else None
+
+
 def label(fraction: float) -> str:
     return f"{fraction:g}"
 
@@ -55,6 +61,13 @@ def label(fraction: float) -> str:
 def check_milestones(budget_cfg, trainer_cfg) -> None:
     """Refuse, in one line, milestones that are not fractions of the budget, and the settings that would make a
     milestone another run than the shorter budget."""
+    pause = budget_cfg.get("stop_at")
+    if pause is not None:
+        try:
+            if not 0 < float(pause) < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UserError(f"budget.stop_at={pause}: a fraction of the budget in (0, 1), or null.") from None
     given = list(budget_cfg.get("milestones") or [])
     if not given:
         return

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import UserError
-from .hub import hub_reachable, local_snapshot
+from ..errors import UserError
+from ..infra.hub import hub_reachable, local_snapshot
 
 log = logging.getLogger(__name__)
 

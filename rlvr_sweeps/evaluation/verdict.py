@@ -2,7 +2,7 @@
 
 The verdict compares the mean training reward over the first and the last third of the logged
 steps, and each benchmark's Pass@1 before and after training with a paired bootstrap 95% interval
-over its problems (rlvr_sweeps.significance), so that a newcomer sees at once whether the change is
+over its problems (rlvr_sweeps.evaluation.significance), so that a newcomer sees at once whether the change is
 larger than the noise of evaluating this run. It says nothing about another training seed: whether an
 arm beats another is the sweep analysis' question (python -m analysis, runs as the unit).
 `reward.png` plots the reward per step with a rolling mean.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from .run_record import RunRecord
+from ..run.record import RunRecord
 from .significance import run_delta
 
 log = logging.getLogger(__name__)

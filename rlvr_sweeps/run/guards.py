@@ -17,7 +17,7 @@ shows only at the longest batch. Each guard stops the run with one line naming t
 - `guards.is_mask_warn_share`: the share of sequences TRL's sequence-level importance-sampling mask drops
   (their ratio set to 0) is logged as `sampling/is_masked_share`; above this share a warning names the
   setting that changes it, once.
-- `guards.memory`: before loading on CUDA, the estimated peak (rlvr_sweeps.memory) must fit the device.
+- `guards.memory`: before loading on CUDA, the estimated peak (rlvr_sweeps.training.memory) must fit the device.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import logging
 
 from transformers import TrainerCallback
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 

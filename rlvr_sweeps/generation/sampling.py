@@ -13,7 +13,7 @@ from typing import Protocol
 
 from omegaconf import DictConfig
 
-from .errors import UserError
+from ..errors import UserError
 
 BACKENDS = ("hf", "vllm")
 

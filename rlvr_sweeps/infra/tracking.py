@@ -99,7 +99,7 @@ def start_tracking(
                 note = f"W&B unreachable ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
                 wandb.teardown()  # the failed attempt still holds the run id in wandb's service
     elif logger_cfg.mode != "offline":
-        from .errors import UserError
+        from ..errors import UserError
 
         raise UserError(f"logger.mode={logger_cfg.mode!r}: use online or offline.")
     run = _init_offline(wandb, common)

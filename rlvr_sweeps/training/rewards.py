@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from .errors import UserError
-from .verifier import MathVerifier
+from ..errors import UserError
+from ..tasks.verifier import MathVerifier
 
 
 def completion_text(completion) -> str:

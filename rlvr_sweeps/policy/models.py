@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import UserError
-from .hardware import Hardware, resolve_dtype
-from .hub import hub_reachable, local_snapshot
+from ..errors import UserError
+from ..infra.hardware import Hardware, resolve_dtype
+from ..infra.hub import hub_reachable, local_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _build_sft(model_cfg: DictConfig, base_folder: str, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from .data import reasoning_gym_problems
+    from ..tasks.data import reasoning_gym_problems
 
     sft = model_cfg.sft
     problems = reasoning_gym_problems(sft.problems.generators, int(sft.problems.size), int(sft.problems.seed))

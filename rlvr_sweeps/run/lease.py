@@ -19,8 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
-from .errors import UserError
-from .run_record import atomic_write, now_iso
+from ..errors import UserError
+from .record import atomic_write, now_iso
 
 log = logging.getLogger(__name__)
 

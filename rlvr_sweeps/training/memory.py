@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from importlib import metadata
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def model_shape(model_cfg, cache_dir):
 
     from transformers import AutoConfig
 
-    from .models import model_folder
+    from ..policy.models import model_folder
 
     shape = AutoConfig.from_pretrained(
         model_folder(model_cfg, Path(cache_dir)), trust_remote_code=bool(model_cfg.trust_remote_code)

@@ -7,7 +7,7 @@ import json
 
 from transformers import TrainerCallback
 
-from .run_record import COMPLETE_MARKER, RunRecord, atomic_write, now_iso
+from .record import COMPLETE_MARKER, RunRecord, atomic_write, now_iso
 
 
 class MetricsCallback(TrainerCallback):

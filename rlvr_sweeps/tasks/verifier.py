@@ -5,7 +5,7 @@ C-level arithmetic such as a huge power. So checks run in a child process (where
 own timeouts work, in its main thread) under a memory limit, and the parent kills and restarts
 the child when a check outlives `timeout_s`. A check that fails in any way scores as incorrect.
 
-Run as `python -m rlvr_sweeps.verifier` it is that child: one JSON request per line on stdin,
+Run as `python -m rlvr_sweeps.tasks.verifier` it is that child: one JSON request per line on stdin,
 one JSON answer per line on stdout.
 """
 
@@ -110,7 +110,7 @@ class MathVerifier:
             return self._child
         with deaf_to_stop_signals():
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "rlvr_sweeps.verifier", str(self.memory_mb)],
+                [sys.executable, "-m", "rlvr_sweeps.tasks.verifier", str(self.memory_mb)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass(frozen=True)

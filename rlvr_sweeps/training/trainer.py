@@ -13,10 +13,10 @@ import difflib
 from omegaconf import DictConfig, OmegaConf
 from trl import GRPOConfig, GRPOTrainer
 
-from .errors import UserError
-from .guards import IS_MASKED_SHARE, masked_share
-from .hardware import Hardware
-from .lora_merge import merged_lora
+from ..errors import UserError
+from ..infra.hardware import Hardware
+from ..policy.lora_merge import merged_lora
+from ..run.guards import IS_MASKED_SHARE, masked_share
 
 # GRPOConfig fields that belong to another concept; setting them under trainer.* is refused.
 OWNED_ELSEWHERE = {
@@ -61,7 +61,7 @@ def grpo_config(
         output_dir=output_dir,
         max_steps=int(max_steps) if max_steps else -1,
         reward_weights=reward_weights,
-        report_to="none",  # W&B logging goes through the run's own callback (rlvr_sweeps.tracking)
+        report_to="none",  # W&B logging goes through the run's own callback (rlvr_sweeps.infra.tracking)
         run_name=run_name,
         use_cpu=not hardware.has_cuda,
     )
@@ -83,7 +83,7 @@ class RLVRTrainer(GRPOTrainer):
         self.full_length_steps: set[int] = set()  # optimizer steps whose rollouts all run to max_completion_length
         super().__init__(*args, **kwargs)
         if getattr(self, "vllm_generation", None) is not None:
-            from .vllm_backend import bridge_cpu_weight_sync, exact_weight_sync
+            from ..generation.vllm_backend import bridge_cpu_weight_sync, exact_weight_sync
 
             exact_weight_sync(self.vllm_generation)
             bridge_cpu_weight_sync(self.vllm_generation)

@@ -21,14 +21,15 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from .hardware import Hardware
+from ..infra.hardware import Hardware
 from .milestones import FOLDER as MILESTONES
 from .milestones import SELECTED, fractions, keep, kept_milestones, label
-from .run_record import COMPLETE_MARKER, RunRecord, atomic_write, now_iso
+from .record import COMPLETE_MARKER, RunRecord, atomic_write, now_iso
 
 log = logging.getLogger(__name__)
 
 WALL_CLOCK, MAX_STEPS, MAX_TOKENS, EPOCHS_DONE = "wall_clock", "max_steps", "max_generated_tokens", "epochs_done"
+STOP_AT = "stop_at"  # budget.stop_at: paused at a fraction of the budget; a relaunch without it trains on
 EVALUATION_PHASES = ("baseline", "selection", "final", "milestones")
 
 
@@ -174,6 +175,19 @@ class BudgetMeter:
 RECENT_STEPS = 4
 
 
+def budget_ends(fraction: float, meter: BudgetMeter, budget_callback, step: int) -> bool:
+    """Whether a budget of `fraction` times this one would have stopped after this step, by the rule the budget
+    stops with: the step whose end leaves no room for another step and its save, the step f x max_steps, or the
+    first step that reaches f x max_generated_tokens."""
+    budget = meter.budget
+    if budget.max_steps:
+        return step >= max(1, round(fraction * budget.max_steps))
+    if budget.max_generated_tokens:
+        return meter.generated_tokens >= fraction * budget.max_generated_tokens
+    room = budget_callback.predicted_step_s() + budget_callback.predicted_save_s()
+    return meter.training_s + room > fraction * budget.seconds
+
+
 class BudgetCallback(TrainerCallback):
     """Runs the training clock, stops training before the budget runs out, saves, and says why it stopped."""
 
@@ -183,8 +197,10 @@ class BudgetCallback(TrainerCallback):
         lookahead_steps: int = 3,
         earlier_save_s: float | None = None,
         earlier_step_s: float | None = None,
+        stop_at: float | None = None,
     ):
         self.meter = meter
+        self.stop_at = stop_at  # budget.stop_at: pause where a budget of this fraction would have stopped
         self.lookahead_steps = max(1, lookahead_steps)  # a generation step recurs every this many steps
         self.earlier_save_s = earlier_save_s  # the slowest save of the attempts this one continues
         self.earlier_step_s = earlier_step_s  # and their slowest step (a resumed job's first step warms up too)
@@ -230,6 +246,8 @@ class BudgetCallback(TrainerCallback):
             self._stop(control, WALL_CLOCK)
         elif budget.max_steps and state.global_step >= budget.max_steps:
             self.stop_reason = MAX_STEPS  # the trainer stops by itself at max_steps
+        elif self.stop_at and budget_ends(self.stop_at, self.meter, self, state.global_step):
+            self._stop(control, STOP_AT)
         return control
 
     def on_save(self, args, state, control, **kwargs):
@@ -331,7 +349,7 @@ class BudgetProgressBar(TrainerCallback):
 
 class MilestoneCallback(TrainerCallback):
     """Saves, keeps and records the milestone checkpoints of a run: the shorter budgets, by the rule this module stops
-    training with (rlvr_sweeps.milestones)."""
+    training with (rlvr_sweeps.run.milestones)."""
 
     def __init__(self, budget_cfg, record: RunRecord, meter, budget_callback, selection=None):
         self.record = record
@@ -355,14 +373,7 @@ class MilestoneCallback(TrainerCallback):
         return control
 
     def _ends_here(self, fraction: float, step: int) -> bool:
-        """Whether a budget of `fraction` times this one would have stopped after this step."""
-        budget = self.budget
-        if budget.max_steps:
-            return step >= max(1, round(fraction * budget.max_steps))
-        if budget.max_generated_tokens:
-            return self.meter.generated_tokens >= fraction * budget.max_generated_tokens
-        room = self.budget_callback.predicted_step_s() + self.budget_callback.predicted_save_s()
-        return self.meter.training_s + room > fraction * budget.seconds
+        return budget_ends(fraction, self.meter, self.budget_callback, step)
 
     def on_save(self, args, state, control, **kwargs):
         if self.due is None:

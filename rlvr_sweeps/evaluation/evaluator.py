@@ -21,12 +21,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
-from .data import load_problems, render_prompt, tokenize_prompts
-from .errors import UserError
-from .run_record import atomic_write
-from .sampling import Benchmark, Completion, benchmarks_from_config, selection_benchmark
+from ..errors import UserError
+from ..generation.sampling import Benchmark, Completion, benchmarks_from_config, selection_benchmark
+from ..run.record import atomic_write
+from ..tasks.data import load_problems, render_prompt, tokenize_prompts
+from ..tasks.verifier import MathVerifier
 from .significance import evaluation_variance
-from .verifier import MathVerifier
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import types
 import warnings
 from pathlib import Path
 
-from .adapters import vllm_max_lora_rank
-from .errors import UserError
-from .lora_merge import merged_lora
+from ..errors import UserError
+from ..policy.adapters import vllm_max_lora_rank
+from ..policy.lora_merge import merged_lora
 from .sampling import Benchmark, Completion, sampling_seed
 
 # vLLM's CPU backend reserves this many GiB for its KV cache (its default is larger than small

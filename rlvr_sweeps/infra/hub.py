@@ -135,7 +135,7 @@ def prepare(items: list[HubItem], dry_run: bool = False, log=print) -> list[HubI
             log(f"Hub: would fetch {item.kind} {item.repo_id} ({item.needed_by}; {known})")
         return missing
     if not reachable:
-        from .errors import UserError
+        from ..errors import UserError
 
         lines = "; ".join(f"{item.repo_id} ({item.needed_by}): {item.fetch_command()}" for item in missing)
         raise UserError(

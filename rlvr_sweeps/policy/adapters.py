@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 

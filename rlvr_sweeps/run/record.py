@@ -298,6 +298,7 @@ NOT_RESULT_KEYS = (
     "guards",
     "budget.estimate",
     "budget.price_per_hour",
+    "budget.stop_at",  # a pause (search=two_stage's stage 1): the run trains on from it, the same run
     "eval.batch_size",
     "eval.save_text",
     "eval.vllm_gpu_memory_utilization",
@@ -363,7 +364,7 @@ def mixed_versions(attempts: list[dict]) -> dict[str, list[str]]:
     return {name: versions for name, versions in seen.items() if len(versions) > 1}
 
 
-FLAT_SECTIONS = ("model", "lora", "budget", "timings", "train", "versions")
+FLAT_SECTIONS = ("model", "lora", "budget", "timings", "train", "versions", "paused")
 FLAT_FIELDS = ("status", "stop_reason", "global_step", "name", "error", "git_commit")
 MILESTONE_SPEND = ("fraction", "step", "training_s", "generated_tokens", "selected_step")
 
