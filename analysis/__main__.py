@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None, api=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     min_effect = None if args.min_effect is None else args.min_effect / 100
     levels = budget_rows(runs, curves, warn=lambda line: print(line, file=sys.stderr))  # a row per run and budget
-    runs = verdict_rows(levels[levels["milestone"].isna()])  # each run at its own budget (views, plots by rank)
+    every_run = levels[levels["milestone"].isna()]  # each run at its own budget
+    runs = verdict_rows(every_run)  # the views and plots by rank: a two-stage search's stage-2 runs
     tables = all_tables(levels, args.collapse_margin, min_effect)
     for table in tables:
         print(table.markdown())
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None, api=None) -> int:
         from .report import local_keys, wandb_keys
 
         try:
-            to_save = build_views(args, runs, tables, wandb_keys(kept.found) if kept else local_keys(runs))
+            to_save = build_views(args, runs, tables, wandb_keys(kept.found) if kept else local_keys(every_run))
         except UserError as err:
             print(err, file=sys.stderr)
             return 2

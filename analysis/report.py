@@ -176,6 +176,44 @@ def panels(logged: Logged, metrics: list[tuple[str, str]], by_rank: bool, limit:
     return made
 
 
+SEED, LEARNING_RATE = "trainer.seed", "trainer.learning_rate"
+SELECTION = "paused/selection_score"  # a stage-1 run's selection score at its pause (flat_summary)
+
+
+def stage2_seed(runs: pd.DataFrame) -> int | None:
+    """search=two_stage: the first seed of stage 2 (the stage-1 seeds are those below it); None otherwise."""
+    if "search_stage" not in runs or not (runs["search_stage"] == 2).any():
+        return None
+    return int(runs.loc[runs["search_stage"] == 2, "seed"].min())
+
+
+def landscape_blocks(entity, project, group, init, first_new_seed: int, logged: Logged, limit: int) -> list:
+    """The stage-1 landscape of a two-stage search: each (rank, learning rate) arm's selection score at the
+    milestone, one bar per arm (the search's tables below mark each rank's choice)."""
+    runset = wr.Runset(
+        entity=entity,
+        project=project,
+        name=f"{group}: {init} (stage 1)",
+        filters=expr.And(
+            expr.Metric("Group") == group,
+            expr.Config(config_key(INIT)) == init,
+            expr.Config(config_key(SEED)) <= first_new_seed - 1,
+        ),
+        groupby=[f"config.{RANK}", f"config.{LEARNING_RATE}"],
+    )
+    bars = wr.BarPlot(
+        title="Stage 1: the selection score at the milestone, by LoRA rank and learning rate",
+        metrics=[SELECTION],
+        orientation="v",
+        max_runs_to_show=limit,
+        groupby_aggfunc="mean",
+        groupby_rangefunc="minmax",
+    )
+    check_keys([bars], logged)
+    bars.layout = _layout(0)
+    return [wr.H3(f"{init}: the stage-1 landscape"), wr.PanelGrid(runsets=[runset], panels=[bars])]
+
+
 def budget_level_keys(logged: Logged, bench: str, metric: str) -> list[str]:
     """The summary keys of `metric` at each budget level the runs logged: milestone/<f>/eval/<bench>/<metric> by
     fraction (rlvr_sweeps.run.milestones), then eval/<bench>/<metric> (the whole budget)."""
@@ -241,18 +279,24 @@ def build_report(views: Views) -> wr.Report:
     metrics = pass_metrics(logged, benchmarks)
     check_keys(panels(logged, metrics, True, len(runs)), logged)
     blocks = [wr.MarkdownBlock(header(runs, group, logged, metrics)), wr.TableOfContents()]
+    first_new_seed = stage2_seed(runs)
     for init in sorted(runs["init"].dropna().unique()):
+        mine = [expr.Metric("Group") == group, expr.Config(config_key(INIT)) == init]
+        if first_new_seed is not None:  # search=two_stage: the verdict's runs, the new seeds of stage 2
+            mine.append(expr.Config(config_key(SEED)) >= first_new_seed)
         runset = wr.Runset(
             entity=entity,
             project=project,
-            name=f"{group}: {init}",
-            filters=expr.And(expr.Metric("Group") == group, expr.Config(config_key(INIT)) == init),
+            name=f"{group}: {init}" + (" (stage 2)" if first_new_seed is not None else ""),
+            filters=expr.And(*mine),
             groupby=[f"config.{RANK}"],
         )
         blocks += [
             wr.H2(f"Initialization: {init}"),
             wr.PanelGrid(runsets=[runset], panels=panels(logged, metrics, True, len(runs))),
         ]
+        if first_new_seed is not None:
+            blocks += landscape_blocks(entity, project, group, init, first_new_seed, logged, len(runs))
     blocks += [wr.H2("Tables"), *(wr.MarkdownBlock(table.markdown()) for table in tables)]
     return wr.Report(
         entity=entity,

@@ -19,7 +19,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .generation.sampling import benchmarks_from_config, selection_benchmark
-from .planning.search import TwoStage, cost_lines, costs
+from .planning.search import TwoStage, cost_lines, costs, promotion_lines
+from .planning.search import read_record as read_search_record
 from .run.milestones import fractions as milestone_fractions
 from .run.record import RunRecord
 
@@ -368,8 +369,9 @@ def search_lines(runs: list[PlannedRun]) -> list[str]:
     stage1_hours = sum(r.search["stage1_hours"] for r in staged) / len(staged)
     found = costs(design, len(ranks), len(rates), run_hours, stage1_hours)
     devices = "/".join(sorted({r.device for r in staged}))
+    price = sum(r.cost_usd for r in staged) / max(sum(r.device_hours for r in staged), 1e-12)
     return [
-        *cost_lines(found, design, devices),
+        *cost_lines(found, design, devices, price),
         f"(the runs above are the grid's arms: {len(ranks)} ranks x {len(rates)} learning rates; a full run "
         f"{run_hours:.2f} {devices}-hours, a stage-1 run to {design.milestone:g} of the budget {stage1_hours:.2f}: "
         f"the share of the training and selection evaluations, and the baseline)",
@@ -566,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         print(format_status(summaries))
     if preflights:
         print("\n".join(preflights))
+    search = read_search_record(args[0])
+    if search is not None:  # search=two_stage: where it stands
+        print("\n".join(promotion_lines(search)))
     return 1 if any(s.get("status") == "failed" for s in summaries) else 0
 
 

@@ -65,6 +65,8 @@ def test_the_costs_of_both_stages_and_of_the_grids():
     assert found.total_hours == pytest.approx(120 + 70.8 + 284.4) and found.grid3_hours == pytest.approx(3 * 474)
     lines = cost_lines(found, TwoStage(0.25, 1, 1, 3), "A40")
     assert "475.2 A40-hours in all" in lines[0] and "474.0 A40-hours" in lines[1]
+    priced = cost_lines(found, TwoStage(0.25, 1, 1, 3), "A40", price=0.44)
+    assert "475.2 A40-hours, $209 in all" in priced[0] and "1422.0 A40-hours, $626" in priced[1]
     two_seeds = costs(TwoStage(0.25, 2, 2, 3), 4, 5, 23.7, 6.0)
     assert (two_seeds.stage1_runs, two_seeds.continued_runs, two_seeds.stage2_runs) == (40, 16, 24)
 

@@ -33,6 +33,7 @@ from rlvr_sweeps.planning.search import (
     stage2_overrides,
     stage_of,
 )
+from rlvr_sweeps.sweep import main as sweep_status
 
 DESIGN = TwoStage(milestone=0.25, stage1_seeds=2, promote=1, stage2_seeds=3)
 
@@ -112,6 +113,8 @@ def write_run(sweep: Path, rank: int, lr: float, seed: int, status: str, final: 
         "search": {"name": "two_stage", "milestone": 0.25, "stage1_seeds": 2, "promote": 1, "stage2_seeds": 3},
     }
     run_dir.mkdir(parents=True, exist_ok=True)
+    curves = {"reward": 0.5, "rewards/accuracy_reward/mean": 0.5, "completions/mean_length": 10.0}
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, **curves}) + "\n")  # what the report plots
     (run_dir / "summary.json").write_text(json.dumps(summary))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
 
@@ -175,7 +178,6 @@ LEARNS = (  # tiny_math on 1-digit sums moves its adapter in a few steps
     "trainer.max_completion_length=16",
     "trainer.learning_rate=0.003",
     "trainer.save_steps=2",
-    "budget.max_steps=8",
 )
 
 
@@ -187,37 +189,39 @@ def load_adapter(folder: Path) -> dict:
 
 @pytest.mark.e2e
 def test_a_paused_run_trains_on_to_the_run_it_would_have_been(tmp_path, model_cache):
-    """budget.stop_at=0.5 of 8 steps: paused at step 4, scored on the selection benchmark, nothing evaluated
-    finally; relaunched with the stop it stays paused; without it, it trains on to the same adapter, bit for bit,
-    as the run that never paused."""
-    runs = tmp_path / "runs"
-    paused = train_in_process(runs, model_cache, *LEARNS, "name=paused", "budget.stop_at=0.5")
+    """budget.stop_at=0.5 of 6 steps: paused at step 3 (the closing save), scored on the selection benchmark,
+    nothing evaluated finally; relaunched with the stop it stays paused; without it, it trains on to the same
+    last checkpoint, bit for bit, as the run that never paused, and to the same results."""
+    runs, six = tmp_path / "runs", (*LEARNS, "budget.max_steps=6")
+    paused = train_in_process(runs, model_cache, *six, "name=paused", "budget.stop_at=0.5")
     run_dir = Path(paused["run_dir"])
-    assert paused["status"] == "paused" and paused["global_step"] == 4 and paused["stop_reason"] == "stop_at"
-    assert (
-        paused["paused"]["selection_score"] is not None and paused["paused"]["selection_benchmark"] == "sums_heldout"
-    )
+    assert paused["status"] == "paused" and paused["global_step"] == 3 and paused["stop_reason"] == "stop_at"
+    assert paused["paused"]["selection_score"] is not None
+    assert paused["paused"]["selection_benchmark"] == "sums_heldout" and paused["paused"]["step"] == 3
     assert not (run_dir / "final").exists() and "metrics" not in paused
-    again = train_in_process(runs, model_cache, *LEARNS, "name=paused", "budget.stop_at=0.5")
-    assert again["global_step"] == 4 and len(again["attempts"]) == 1  # skipped, not trained a step further
-    continued = train_in_process(runs, model_cache, *LEARNS, "name=paused")
+    at_pause = load_adapter(run_dir / "checkpoints" / "checkpoint-3")
+    again = train_in_process(runs, model_cache, *six, "name=paused", "budget.stop_at=0.5")
+    assert again["global_step"] == 3 and len(again["attempts"]) == 1  # skipped, not trained a step further
+    continued = train_in_process(runs, model_cache, *six, "name=paused")
     assert Path(continued["run_dir"]) == run_dir  # the stop is not part of the folder name
-    assert continued["status"] == "completed" and continued["global_step"] == 8 and len(continued["attempts"]) == 2
-    assert continued["paused"]["step"] == 4  # the promotion's score stays on record
-    whole = train_in_process(runs, model_cache, *LEARNS, "name=whole")
-    mine, theirs = load_adapter(run_dir / "final"), load_adapter(Path(whole["run_dir"]) / "final")
+    assert continued["status"] == "completed" and continued["global_step"] == 6 and len(continued["attempts"]) == 2
+    assert continued["paused"]["step"] == 3  # the promotion's score stays on record
+    whole = train_in_process(runs, model_cache, *six, "name=whole")
+    last = Path("checkpoints") / "checkpoint-6"
+    mine, theirs = load_adapter(run_dir / last), load_adapter(Path(whole["run_dir"]) / last)
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert any(not torch.equal(mine[k], at_pause[k]) for k in mine)  # it did train on
     assert continued["metrics"] == whole["metrics"]
 
 
 @pytest.mark.e2e
-def test_a_two_stage_search_runs_with_one_command_locally_and_resumes(launch, tmp_path):
+def test_a_two_stage_search_runs_with_one_command_locally_and_resumes(launch, tmp_path, capsys):
     """One rank, two learning rates, one new seed: stage 1 pauses both arms at step 2 of 4, the promotion writes
     search.json, the winner trains on and the new seed trains; the relaunch finds everything done."""
     args = (
         "-m",
         "name=search",
-        *[a for a in LEARNS if not a.startswith(("budget.max_steps", "trainer.learning_rate"))],
+        *[a for a in LEARNS if not a.startswith("trainer.learning_rate")],
         "budget.max_steps=4",
         "lora.rank=4",
         "trainer.learning_rate=0.001,0.01",
@@ -245,7 +249,37 @@ def test_a_two_stage_search_runs_with_one_command_locally_and_resumes(launch, tm
 
     again = launch(*args)
     assert again.returncode == 0 and "promoted earlier" in again.stdout and "submitted" not in again.stdout
+    assert sweep_status([str(sweep)]) == 0
+    assert "(promoted)" in capsys.readouterr().out  # python -m rlvr_sweeps.sweep says where the search stands
     out = tmp_path / "analysis"
     assert analysis_main([str(sweep), "--out", str(out)]) == 0
     assert (out / "sums_heldout_pass1_two_stage_tiny_math.csv").exists()
     assert (out / "two_stage_landscape_tiny_math.md").exists()
+
+
+def test_the_report_shows_the_stage_two_runs_and_the_stage_one_landscape(two_stage_sweep, tmp_path):
+    """The W&B report of a two-stage sweep: the per-init panels read only the stage-2 seeds (trainer.seed >= 2),
+    a stage-1 runset grouped by rank and learning rate plots the selection score at the milestone, and the two
+    tables are among its tables."""
+    from wandb_workspaces import expr
+
+    path = tmp_path / "report.json"
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--wandb", "me/p", "--group", "search", "--report-json", str(path)]
+    assert analysis_main([str(two_stage_sweep), *args]) == 0
+    report = json.loads(path.read_text())
+    grids = [b for b in report["blocks"] if b["type"] == "PanelGrid"]
+    assert len(grids) == 2
+    verdict, landscape = (g["runsets"][0] for g in grids)
+    seed = lambda runset: [  # noqa: E731
+        (f.op, f.value) for f in expr.expr_to_filters(runset["filters"]).filters if f.key.name == "trainer.value.seed"
+    ]
+    assert seed(verdict) == [(">=", 2)] and seed(landscape) == [("<=", 1)]
+    assert [expr.groupby_str_to_key(g).name for g in landscape["groupby"]] == [
+        "lora.value.rank",
+        "trainer.value.learning_rate",
+    ]
+    (bars,) = grids[1]["panels"]
+    assert bars["metrics"] == ["paused/selection_score"]
+    text = " ".join(b.get("text", "") for b in report["blocks"] if b["type"] == "MarkdownBlock")
+    assert "each LoRA rank at its chosen learning rate" in text and "Stage 1: selection score at the milestone" in text

@@ -107,16 +107,21 @@ def costs(design: TwoStage, ranks: int, learning_rates: int, run_hours: float, s
     )
 
 
-def cost_lines(found: StageCosts, design: TwoStage, device: str = "device") -> list[str]:
-    """The plan's lines on a two-stage search: each stage with its arithmetic, and the grids beside it."""
+def cost_lines(found: StageCosts, design: TwoStage, device: str = "device", price: float | None = None) -> list[str]:
+    """The plan's lines on a two-stage search: each stage with its arithmetic, and the grids beside it; in dollars
+    too at `price` per device-hour."""
+
+    def at(hours: float) -> str:
+        return f"{hours:.1f} {device}-hours" + (f", ${hours * price:,.0f}" if price else "")
+
     return [
         f"search=two_stage: stage 1 trains {found.stage1_runs} runs to {design.milestone:g} of the budget "
-        f"({found.stage1_hours:.1f} {device}-hours), promotes {design.promote} learning rate(s) per rank on the "
-        f"selection benchmark, continues the {found.continued_runs} promoted stage-1 run(s) to the full budget "
-        f"({found.continued_hours:.1f}), and trains {found.stage2_runs} stage-2 runs ({design.stage2_seeds} new seeds "
-        f"per rank, {found.stage2_hours:.1f}): {found.total_hours:.1f} {device}-hours in all",
-        f"the grid instead: {found.grid_runs} runs with one seed each, {found.grid_hours:.1f} {device}-hours (no "
-        f"seed-level verdict possible); with three seeds each, {found.grid3_hours:.1f}",
+        f"({at(found.stage1_hours)}), promotes {design.promote} learning rate(s) per rank on the selection "
+        f"benchmark, continues the {found.continued_runs} promoted stage-1 run(s) to the full budget "
+        f"({at(found.continued_hours)}), and trains {found.stage2_runs} stage-2 runs ({design.stage2_seeds} new "
+        f"seeds per rank, {at(found.stage2_hours)}): {at(found.total_hours)} in all",
+        f"the grid instead: {found.grid_runs} runs with one seed each, {at(found.grid_hours)} (no seed-level "
+        f"verdict possible); with three seeds each, {at(found.grid3_hours)}",
     ]
 
 
