@@ -18,6 +18,7 @@ from .budget_axis import LEVEL, varies_budget  # noqa: E402
 from .comparisons import all_comparisons, column_label, rank_order, setting_label  # noqa: E402
 from .rank_lr import lr_labels, rank_lr_grid, rank_lr_groups, varies_learning_rate  # noqa: E402
 from .render import GAP  # noqa: E402
+from .two_stage import is_two_stage, promoted_rates, stage1_rows  # noqa: E402
 
 
 def _rank_label(rank) -> str:
@@ -232,6 +233,43 @@ def pass_vs_training_hours(levels: pd.DataFrame, benchmark: str, path: Path) -> 
     return _save(fig, path)
 
 
+def two_stage_landscape(levels: pd.DataFrame, path: Path) -> Path | None:
+    """search=two_stage's stage 1 as a heatmap per init: y = LoRA rank, x = learning rate, the selection score at
+    the milestone (%, mean over the stage-1 seeds); the rate promoted for each rank (the landscape table's ▲) is
+    outlined, an arm without a score is a blank cell marked —."""
+    stage1 = stage1_rows(levels[levels["milestone"].isna()] if "milestone" in levels else levels)
+    if stage1.empty or stage1["milestone_selection"].dropna().empty:
+        return None
+    inits = sorted(stage1["init"].dropna().unique())
+    fig, axes = plt.subplots(1, len(inits), figsize=(5.5 * len(inits), 3.4), squeeze=False)
+    for ax, init in zip(axes[0], inits):
+        mine = stage1[stage1["init"] == init]
+        ranks, lrs = rank_order(mine["rank"].unique()), sorted(float(lr) for lr in mine["learning_rate"].unique())
+        chosen = promoted_rates(mine)
+        scores = mine.astype({"milestone_selection": float}).groupby(["rank", "learning_rate"])["milestone_selection"]
+        means = scores.mean()
+        data = np.array([[means.get((rank, lr), np.nan) * 100 for lr in lrs] for rank in ranks])
+        image = ax.imshow(np.ma.masked_invalid(data), origin="lower", aspect="auto", cmap="viridis")
+        fig.colorbar(image, ax=ax)
+        for i, rank in enumerate(ranks):
+            for j, lr in enumerate(lrs):
+                text = GAP if np.isnan(data[i, j]) else f"{data[i, j]:.1f}"
+                box = dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.7, linewidth=0)
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, bbox=box)
+            if rank in chosen:
+                for color, width in (("white", 4), ("black", 2)):
+                    corner = (lrs.index(chosen[rank]) - 0.5, i - 0.5)
+                    ax.add_patch(Rectangle(corner, 1, 1, fill=False, ec=color, lw=width, clip_on=False))
+        labels = lr_labels(lrs)
+        ax.set_xticks(range(len(lrs)), [labels[lr].removeprefix("lr=") for lr in lrs], rotation=30)
+        ax.set_yticks(range(len(ranks)), [column_label(rank) for rank in ranks])
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("LoRA rank")
+        ax.set_title(f"{init}: selection Pass@1 at the milestone (%)", fontsize=9)
+    fig.suptitle("Two-stage search, stage 1 (outlined: the rate promoted)", fontsize=10)
+    return _save(fig, path)
+
+
 def all_plots(
     runs: pd.DataFrame,
     curves: pd.DataFrame,
@@ -267,4 +305,6 @@ def all_plots(
                 made.append(
                     pass_vs_training_hours(levels, benchmark, out / f"{benchmark}_pass1_vs_training_hours.png")
                 )
+    if levels is not None and is_two_stage(levels):
+        made.append(two_stage_landscape(levels, out / "two_stage_landscape.png"))
     return [p for p in made if p is not None]

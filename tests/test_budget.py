@@ -3,6 +3,8 @@ step and save times, saves, and says why."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -200,3 +202,28 @@ def test_a_cached_baseline_buys_no_extra_training(tmp_path, model_cache):
     trained = [s["budget"]["training_s"] for s in summaries]
     assert abs(trained[0] - trained[1]) <= one_step
     assert all(low <= t <= high for t, (low, high) in zip(trained, map(training_bounds, summaries)))  # 15 s each
+
+
+@pytest.mark.e2e
+def test_a_job_requeued_after_the_last_step_of_a_step_budget_trains_no_further(tmp_path, model_cache):
+    """A job that ends (a SLURM time limit) in the final evaluation, after all budget.max_steps steps: the relaunch
+    resumes at that step, evaluates and completes there. It trained one step more before (the trainer, resumed at
+    its max_steps, still runs a step: a 13th of 12 in a real sweep)."""
+    args = (
+        "name=requeued",
+        "model=tiny",
+        "budget.max_steps=2",
+        "trainer.save_steps=1",
+        "trainer.max_completion_length=8",
+        "eval.sampling.n=2",
+        "eval.sampling.k=[1,2]",
+        "eval.max_problems=8",
+        "logger=none",
+    )
+    done = train_in_process(tmp_path / "runs", model_cache, *args)
+    assert done["status"] == "completed" and done["global_step"] == 2
+    path = Path(done["run_dir"]) / "summary.json"  # as a job stopped in its final evaluation leaves it
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": "interrupted"}))
+    again = train_in_process(tmp_path / "runs", model_cache, *args)
+    assert again["status"] == "completed" and again["stop_reason"] == "max_steps" and len(again["attempts"]) == 2
+    assert again["global_step"] == 2 and not (Path(done["run_dir"]) / "checkpoints" / "checkpoint-3").exists()

@@ -163,6 +163,7 @@ def test_the_verdict_uses_only_the_runs_that_did_not_choose(two_stage_sweep, tmp
     assert rows["r=8"].split("|")[3].strip().endswith("▲") and "▲" not in rows["r=8"].split("|")[2]
     assert rows["r=64"].split("|")[2].strip().endswith("▲")
     assert "r=8 2 of 2; r=64 1 of 2" in landscape  # seed 1 alone would have promoted 1e-4 for r=64
+    assert (out / "two_stage_landscape.png").exists()
     names = [t.name for t in all_tables(runs, 0.02)]
     assert not any("rank_x_lr" in name for name in names)  # stage 2's rates are the arms', not a swept setting
 
