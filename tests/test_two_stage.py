@@ -246,7 +246,8 @@ def test_a_two_stage_search_runs_with_one_command_locally_and_resumes(launch, tm
     assert loser["global_step"] == 2 and not any(str(rate) in o for o in loser["overrides"] if "learning_rate" in o)
     winner = next(s for s in summaries if s["status"] == "completed" and len(s["attempts"]) == 2)
     assert winner["global_step"] == 4 and winner["paused"]["step"] == 2
-    assert "promotion on sums_heldout at 0.5 of the budget" in done.stdout and "2 completed, 1 paused" in done.stdout
+    assert "promotion on sums_heldout at 0.5 of the budget" in done.stdout and "\n2 completed" in done.stdout
+    assert "stage 1, not promoted:" in done.stdout and "\n1 paused" in done.stdout
 
     again = launch(*args)
     assert again.returncode == 0 and "promoted earlier" in again.stdout and "submitted" not in again.stdout

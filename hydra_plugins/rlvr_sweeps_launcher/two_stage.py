@@ -134,7 +134,13 @@ class TwoStageLaunch:
             )
             return [_submitted(o, job) for o, (_, job) in zip(overrides2, submitted)]
         job_errors = launcher._wait(submitted, plans2)
-        return launcher._report(unpromoted + plans2, job_errors)
+        if unpromoted:  # their scores chose; a failed one was not promoted (search.json), and is not retried
+            from rlvr_sweeps.run.record import RunRecord
+            from rlvr_sweeps.sweep import format_status
+
+            found = [RunRecord(p.run_dir).read_summary() or {"run_dir": p.run_dir} for p in unpromoted]
+            print("stage 1, not promoted:\n" + format_status(found), flush=True)
+        return launcher._report(plans2, job_errors)
 
     def _queue_promotion(self, submitted, waiting, overrides1, plans1) -> list[JobReturn]:
         """The promotion as a small CPU job after every stage-1 job (afterany: failed ones too), once."""
