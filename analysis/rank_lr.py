@@ -41,10 +41,11 @@ def varies_learning_rate(runs: pd.DataFrame) -> bool:
 
 
 def lr_labels(lrs: list[float]) -> dict[float, str]:
-    """Compact labels ("lr=1e-05", "lr=3e-06"), with more digits when two learning rates would look the same."""
+    """Compact labels ("lr=1e-05", "lr=3e-06") that read back as the rates themselves: the fewest digits, the same
+    for every rate, at which each label is exact (1.5e-05 is "lr=1.5e-05", never a rounded "lr=2e-05")."""
     for digits in range(17):
         labels = {lr: f"lr={lr:.{digits}e}" for lr in lrs}
-        if len(set(labels.values())) == len(labels):
+        if all(float(label.removeprefix("lr=")) == lr for lr, label in labels.items()):
             return labels
     return {lr: f"lr={lr!r}" for lr in lrs}
 

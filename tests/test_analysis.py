@@ -262,9 +262,10 @@ def test_run_row_reads_the_optimizer_learning_rate_and_the_adapter_variant():
     )
 
 
-def test_lr_labels_are_compact_and_stay_distinct():
+def test_lr_labels_are_compact_exact_and_distinct():
     assert lr_labels([3e-6, 1e-5]) == {3e-6: "lr=3e-06", 1e-5: "lr=1e-05"}
     assert lr_labels([1e-5, 1.2e-5]) == {1e-5: "lr=1.0e-05", 1.2e-5: "lr=1.2e-05"}
+    assert lr_labels([1.5e-5, 5e-5, 1.5e-4]) == {1.5e-5: "lr=1.5e-05", 5e-5: "lr=5.0e-05", 1.5e-4: "lr=1.5e-04"}
 
 
 def test_rank_x_lr_table_cells_best_learning_rates_and_significance(rank_lr_sweep):

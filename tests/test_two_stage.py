@@ -6,6 +6,9 @@ promotion job included, is in test_slurm.py."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ from analysis.__main__ import main as analysis_main
 from analysis.sources import load_local
 from analysis.tables import all_tables
 from analysis.two_stage import verdict_rows
-from conftest import train_in_process
+from conftest import ROOT, train_in_process
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.planning.search import (
     Stage1Run,
@@ -285,3 +288,20 @@ def test_the_report_shows_the_stage_two_runs_and_the_stage_one_landscape(two_sta
     assert bars["metrics"] == ["paused/selection_score"]
     text = " ".join(b.get("text", "") for b in report["blocks"] if b["type"] == "MarkdownBlock")
     assert "each LoRA rank at its chosen learning rate" in text and "Stage 1: selection score at the milestone" in text
+
+
+def test_the_readme_miniature_script_plans_both_stages(tmp_path):
+    """scripts/two_stage_miniature.sh with dry_run=true: its overrides compose, and the plan is the README's
+    (6 arms to half the budget, 2 promoted, 3 new seeds per rank); nothing is submitted."""
+    env = {**os.environ, "RLVR_SWEEPS_RUNS": str(tmp_path / "runs"), "PYTHON": sys.executable}
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "two_stage_miniature.sh"), "dry_run=true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "stage 1 trains 6 runs to 0.5 of the budget" in done.stdout
+    assert "continues the 2 promoted stage-1 run(s)" in done.stdout and "6 stage-2 runs (3 new seeds" in done.stdout
+    assert "submitted" not in done.stdout and not list((tmp_path / "runs").rglob("submission.json"))
