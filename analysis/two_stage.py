@@ -141,11 +141,26 @@ def promoted_rates(stage1: pd.DataFrame) -> dict:
     selection score, the lower rate on ties, an arm without a score never)."""
     from rlvr_sweeps.planning.search import promote
 
-    scores = {
+    return {rank: lrs[0] for rank, lrs in promote(stage1_scores(stage1), 1).items()}
+
+
+def stage1_scores(stage1: pd.DataFrame) -> dict[tuple, list[float]]:
+    """(rank, learning rate) -> the stage-1 runs' selection scores at the milestone."""
+    return {
         (rank, float(lr)): list(group["milestone_selection"].astype(float))
         for (rank, lr), group in stage1.groupby(["rank", "learning_rate"])
     }
-    return {rank: lrs[0] for rank, lrs in promote(scores, 1).items()}
+
+
+def tie_notes(stage1: pd.DataFrame, labels: dict) -> list[str]:
+    """A line per rank whose rate the tie rule chose: its scores did not tell the tied rates apart."""
+    from rlvr_sweeps.planning.search import ties
+
+    return [
+        f"{column_label(rank)}: {', '.join(labels[lr].removeprefix('lr=') for lr in rates)} scored the same; the "
+        "tie rule, not the scores, chose the lowest (a later milestone or more selection problems would decide)."
+        for rank, rates in ties(stage1_scores(stage1), 1).items()
+    ]
 
 
 def landscape_table(init, stage1: pd.DataFrame) -> Table:
@@ -177,7 +192,7 @@ def landscape_table(init, stage1: pd.DataFrame) -> Table:
         + f", the mean over their seeds.{BEST} marks the learning rate promoted for each rank (highest mean; the "
         "lower rate on ties)."
     ]
-    notes += stability_notes(stage1, chosen)
+    notes += tie_notes(stage1, labels) + stability_notes(stage1, chosen)
     return Table(
         f"two_stage_landscape/{init}",
         f"Stage 1: selection score at the milestone by LoRA rank and learning rate ({init})",

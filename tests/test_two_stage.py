@@ -19,9 +19,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from analysis.__main__ import main as analysis_main
+from analysis.rank_lr import lr_labels
 from analysis.sources import load_local
 from analysis.tables import all_tables
-from analysis.two_stage import verdict_rows
+from analysis.two_stage import tie_notes, verdict_rows
 from conftest import ROOT, train_in_process
 from rlvr_sweeps.errors import UserError
 from rlvr_sweeps.planning.search import (
@@ -32,6 +33,7 @@ from rlvr_sweeps.planning.search import (
     check_search,
     promoted_arm,
     promotion,
+    promotion_lines,
     stage1_overrides,
     stage2_overrides,
     stage_of,
@@ -76,14 +78,39 @@ def test_the_promotion_record_names_every_arm_its_score_and_what_was_promoted():
     ]
     record = json.loads(json.dumps(promotion(runs, DESIGN, "math500")))  # as search.json holds it
     assert record["promoted"] == [
-        {"init": "instruct", "rank": 8, "learning_rates": [1e-4]},
-        {"init": "instruct", "rank": 256, "learning_rates": [1e-4]},
+        {"init": "instruct", "rank": 8, "learning_rates": [1e-4], "tied": []},
+        {"init": "instruct", "rank": 256, "learning_rates": [1e-4], "tied": []},
     ]
     assert record["unscored"] == [{"init": "instruct", "rank": 256, "learning_rate": 1e-5}]
     scores = {(a["rank"], a["learning_rate"]): a["score"] for a in record["arms"]}
     assert scores == {(8, 1e-5): pytest.approx(0.32), (8, 1e-4): 0.40, (256, 1e-5): None, (256, 1e-4): 0.10}
     assert "math500" in record["rule"] and "lower rate" in record["rule"]
     assert promoted_arm(record, "instruct", 8, 0.0001) and not promoted_arm(record, "instruct", 8, 1e-5)
+
+
+def test_a_choice_made_by_the_tie_rule_is_named_as_such():
+    """As in the README's miniature: rank 8 scores the same at every rate, so the lowest is promoted by the rule,
+    which search.json, the promotion lines and the landscape say; rank 256's choice is the scores'."""
+    runs = [Stage1Run(f"r8-{lr}", "instruct", 8, lr, 0, "paused", 6, 0.0375) for lr in (5e-5, 1.5e-5, 1.5e-4)]
+    runs += [Stage1Run(f"x{lr}", "instruct", 256, lr, 0, "paused", 6, s) for lr, s in ((1.5e-5, 0.1), (5e-5, 0.25))]
+    record = json.loads(json.dumps(promotion(runs, TwoStage(0.5, 1, 1, 3), "b")))
+    assert [(p["rank"], p["learning_rates"], p["tied"]) for p in record["promoted"]] == [
+        (8, [1.5e-5], [1.5e-5, 5e-5, 1.5e-4]),
+        (256, [5e-5], []),
+    ]
+    lines = promotion_lines(record)
+    assert "tie rule" in lines[1] and "tie rule" not in lines[2]
+    two_of_three = promotion(runs[1:], TwoStage(0.5, 1, 2, 3), "b")  # 2 tied rates, 2 promoted: no tie to break
+    assert two_of_three["promoted"][0]["tied"] == []
+
+    stage1 = pd.DataFrame(
+        [{"rank": r.rank, "learning_rate": r.learning_rate, "seed": 0, "milestone_selection": r.score} for r in runs]
+    )
+    notes = tie_notes(stage1, lr_labels(sorted({r.learning_rate for r in runs})))
+    assert notes == [
+        "r=8: 1.5e-05, 5.0e-05, 1.5e-04 scored the same; the tie rule, not the scores, chose the lowest (a later "
+        "milestone or more selection problems would decide)."
+    ]
 
 
 # ---- the analysis, on synthetic run folders shaped like a two-stage sweep's ----

@@ -54,15 +54,28 @@ def promote(scores: dict[tuple, list[float]], count: int) -> dict[object, list[f
     """Per rank, the `count` learning rates whose stage-1 runs scored highest on the selection benchmark at the
     milestone (mean over the arm's seeds; a tie goes to the lower rate). `scores`: (rank, learning rate) -> the
     arm's scores; an arm without a score (its runs failed) is never promoted."""
+    return {rank: [lr for _, lr in arms[:count]] for rank, arms in _ranked(scores).items()}
+
+
+def ties(scores: dict[tuple, list[float]], count: int) -> dict[object, list[float]]:
+    """Per rank whose choice the tie rule made rather than the scores: the learning rates (ascending) that scored
+    exactly what the last promoted one scored, promoted or not. Ranks the scores decided are absent."""
+    found = {}
+    for rank, arms in _ranked(scores).items():
+        if len(arms) > count and math.isclose(arms[count - 1][0], arms[count][0], rel_tol=0, abs_tol=1e-12):
+            edge = arms[count - 1][0]
+            found[rank] = sorted(lr for mean, lr in arms if math.isclose(mean, edge, rel_tol=0, abs_tol=1e-12))
+    return found
+
+
+def _ranked(scores: dict[tuple, list[float]]) -> dict[object, list[tuple[float, float]]]:
+    """rank -> (mean score, learning rate) of its scored arms, best first (the lower rate first on ties)."""
     by_rank: dict[object, list[tuple[float, float]]] = {}
     for (rank, lr), values in scores.items():
         kept = [v for v in values if v is not None and not math.isnan(v)]
         if kept:
             by_rank.setdefault(rank, []).append((sum(kept) / len(kept), float(lr)))
-    return {
-        rank: [lr for _, lr in sorted(arms, key=lambda arm: (-arm[0], arm[1]))[:count]]
-        for rank, arms in by_rank.items()
-    }
+    return {rank: sorted(arms, key=lambda arm: (-arm[0], arm[1])) for rank, arms in by_rank.items()}
 
 
 @dataclass(frozen=True)
@@ -229,7 +242,7 @@ def promotion(runs: list[Stage1Run], design: TwoStage, benchmark: str) -> dict:
     scores: dict[tuple, list[float]] = {}
     for run in runs:
         scores.setdefault(((run.init, run.rank), run.learning_rate), []).append(run.score)
-    chosen = promote(scores, design.promote)
+    chosen, tied = promote(scores, design.promote), ties(scores, design.promote)
     arms = []
     for (key, lr), values in sorted(scores.items(), key=lambda item: (_order(item[0][0]), item[0][1])):
         kept = [v for v in values if v is not None and not math.isnan(v)]
@@ -248,12 +261,13 @@ def promotion(runs: list[Stage1Run], design: TwoStage, benchmark: str) -> dict:
         "design": asdict(design),
         "selection_benchmark": benchmark,
         "promoted": [
-            {"init": key[0], "rank": key[1], "learning_rates": lrs}
+            {"init": key[0], "rank": key[1], "learning_rates": lrs, "tied": tied.get(key, [])}
             for key, lrs in sorted(chosen.items(), key=lambda item: _order(item[0]))
         ],
         "rule": f"per init and rank, the {design.promote} learning rate(s) with the highest mean {benchmark} Pass@1 "
         f"at {design.milestone:g} of the budget (mean over {design.stage1_seeds} stage-1 seed(s)); ties go to the "
-        "lower rate; an arm without a score is never promoted",
+        "lower rate ('tied': the rates among which the tie rule, not the scores, chose); an arm without a score is "
+        "never promoted",
         "unscored": [{"init": a["init"], "rank": a["rank"], "learning_rate": a["learning_rate"]} for a in unscored],
         "arms": arms,
     }
@@ -280,6 +294,7 @@ def promotion_lines(record: dict) -> list[str]:
     by_key: dict[tuple, list[dict]] = {}
     for arm in record["arms"]:
         by_key.setdefault((arm["init"], arm["rank"]), []).append(arm)
+    tied = {(p["init"], p["rank"]): p.get("tied") for p in record["promoted"]}
     for (init, rank), arms in by_key.items():
         cells = ", ".join(
             f"{arm['learning_rate']:g}: "
@@ -287,6 +302,8 @@ def promotion_lines(record: dict) -> list[str]:
             + (" (promoted)" if arm["promoted"] else "")
             for arm in arms
         )
+        if tied.get((init, rank)):
+            cells += " - a tie: the lower rate by the tie rule, not by the scores"
         lines.append(f"  {init} r={rank}: {cells}")
     return lines
 
