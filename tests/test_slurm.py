@@ -381,3 +381,68 @@ def test_a_two_stage_search_promotes_in_its_own_job_after_stage_one_and_resumes(
 
     last = sweep(*args)
     assert last.returncode == 0 and "promoted earlier" in last.stdout and "submitted" not in last.stdout
+
+
+def test_a_promotion_job_waits_for_stage_one_runs_resubmitted_after_it_was_queued(sweep):
+    """A stage-1 job cancelled and resubmitted by a relaunch is not among the queued promotion job's dependencies.
+    The promotion job, finding that run still queued, hands the promotion to a job after it rather than promoting
+    without its score (which would leave its rank unpromoted). The node is drained while the jobs are arranged."""
+    args = (
+        "name=retry",
+        "lora.rank=4,8",
+        "trainer.learning_rate=0.01",
+        "budget.max_steps=4",
+        "trainer.save_steps=2",
+        "eval.select_on=reasoning_gym_heldout",
+        "eval.selection.max_problems=8",
+        "eval.max_problems=16",
+        "search=two_stage",
+        "search.milestone=0.5",
+        "search.stage2_seeds=1",
+        "logger=none",
+    )
+    folder = sweep.runs / "retry"
+
+    def slurm(*command: str) -> str:
+        done = subprocess.run(list(command), env=sweep.env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def job_of(rank: int) -> str:
+        path = next(folder.glob(f"*lora.rank={rank},*/submission.json"))
+        return json.loads(path.read_text())["job_id"]
+
+    nodes = slurm("sinfo", "-h", "-o", "%N").split()[0]
+    slurm("scontrol", "update", f"NodeName={nodes}", "State=DRAIN", "Reason=rlvr-test")
+    try:
+        first = sweep(*args)  # stage 1 and the promotion job, all pending on the drained node
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        promotion1 = json.loads((folder / "search-promotion-job.json").read_text())["job_id"]
+        slurm("scancel", job_of(8))
+        wait_for(lambda: job_of(8) not in slurm("squeue", "-h", "-o", "%i"), 60, "the cancelled job to go")
+        again = sweep(*args)  # resubmits rank 8's stage-1 run; the promotion job stays queued, after the old jobs
+        assert again.returncode == 0 and "queued after stage 1 already" in again.stdout, again.stdout[-3000:]
+        retried = job_of(8)
+        slurm("scontrol", "hold", retried)
+    finally:
+        slurm("scontrol", "update", f"NodeName={nodes}", "State=RESUME")
+
+    def handed_on():
+        assert not (folder / "search.json").exists(), "promoted while a stage-1 run was still queued"
+        record = json.loads((folder / "search-promotion-job.json").read_text())
+        return record if record["job_id"] != promotion1 else None
+
+    promotion2 = wait_for(handed_on, 300, "the promotion job to hand the promotion on")
+    assert promotion2["after"] == [retried.split("_")[0]] and not (folder / "search.json").exists()
+    log = next((folder / ".submitit" / "promotion" / promotion1).glob("*_log.out")).read_text()
+    assert "the promotion waits for them" in log
+    slurm("scontrol", "release", retried)
+
+    def ended():
+        found = summaries(folder)
+        return found if sorted(s.get("status") for s in found.values()) == ["completed"] * 4 else None
+
+    wait_for(ended, 600, "stage 2 to end")
+    record = json.loads((folder / "search.json").read_text())
+    assert record["promotion_job"] == promotion2["job_id"] and record["unscored"] == []
+    assert [(p["rank"], p["learning_rates"]) for p in record["promoted"]] == [(4, [0.01]), (8, [0.01])]

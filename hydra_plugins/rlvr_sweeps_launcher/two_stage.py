@@ -6,7 +6,8 @@ relaunch continues wherever the search stands:
    planned, and what is not paused or done is submitted. With the local launcher (or `wait: true`) the launcher
    waits for it and goes on in process. With the SLURM launcher's `wait: false` it queues a small CPU job with
    `--dependency=afterany` on stage 1's jobs, which relaunches this same command once they have ended: that
-   relaunch is the promotion (it submits no stage-1 run again).
+   relaunch is the promotion (it submits no stage-1 run again). Should it find stage-1 runs still queued or running
+   (a relaunch resubmitted them after it was queued), it queues the promotion again, after them.
 2. Stage 1 ended (every run paused, completed or failed): the promotion reads each run's selection score at the
    pause and writes <sweep>/search.json (every arm's score, what was promoted and by which rule). Once written it
    is never redone.
@@ -54,6 +55,10 @@ class TwoStageLaunch:
             prepare(hub1, dry_run=False, log=lambda line: print(line, flush=True))
             promotion_job = os.environ.get(PROMOTION_ENV)
             waiting = [p for p in plans1 if p.action == "skip" and p.status not in {"paused", "completed"}]
+            if promotion_job and waiting and launcher._EXECUTOR == "slurm":
+                # a relaunch resubmitted stage-1 runs after this job was queued (a retry): they have not ended,
+                # so the promotion waits for them in a job of its own instead of promoting without their scores
+                return self._queue_promotion([], waiting, overrides1, plans1, again=True)
             submitted = [] if promotion_job else launcher._submit(overrides1, plans1, initial_job_idx)
             if (submitted or waiting) and not promotion_job:
                 if launcher._EXECUTOR == "slurm" and not launcher.wait:
@@ -142,8 +147,10 @@ class TwoStageLaunch:
             print("stage 1, not promoted:\n" + format_status(found), flush=True)
         return launcher._report(plans2, job_errors)
 
-    def _queue_promotion(self, submitted, waiting, overrides1, plans1) -> list[JobReturn]:
-        """The promotion as a small CPU job after every stage-1 job (afterany: failed ones too), once."""
+    def _queue_promotion(self, submitted, waiting, overrides1, plans1, again: bool = False) -> list[JobReturn]:
+        """The promotion as a small CPU job after every stage-1 job (afterany: failed ones too), once; `again`: from
+        the promotion job itself, which found stage-1 runs still queued or running (resubmitted after it was queued)
+        and hands the promotion to a job after them."""
         import submitit
 
         from rlvr_sweeps.run.record import RunRecord, atomic_write, now_iso
@@ -151,7 +158,7 @@ class TwoStageLaunch:
 
         path = self.sweep_dir / PROMOTION_RECORD
         earlier = _read(path)
-        if earlier.get("job_id") and slurm_job_alive(earlier["job_id"]):
+        if not again and earlier.get("job_id") and slurm_job_alive(earlier["job_id"]):
             print(f"the promotion job {earlier['job_id']} is queued after stage 1 already.", flush=True)
             return [_submitted(o, job) for o, (_, job) in zip(overrides1, submitted)]
         after = {job.job_id.split("_")[0] for _, job in submitted}
@@ -178,6 +185,13 @@ class TwoStageLaunch:
         atomic_write(
             path, json.dumps({"job_id": job.job_id, "after": sorted(after), "submitted_at": now_iso()}) + "\n"
         )
+        if again:
+            print(
+                f"{len(waiting)} stage-1 run(s) are still queued or running (resubmitted after this promotion job was "
+                f"queued): the promotion waits for them as job {job.job_id}, after {', '.join(sorted(after))}.",
+                flush=True,
+            )
+            return []
         print(
             f"promotion job {job.job_id} queued after stage 1's jobs ({', '.join(sorted(after))}): it promotes each "
             f"rank's best learning rate(s) into {self.sweep_dir / 'search.json'} and submits stage 2. Relaunch this "
