@@ -280,6 +280,9 @@ def build_report(views: Views) -> wr.Report:
     check_keys(panels(logged, metrics, True, len(runs)), logged)
     blocks = [wr.MarkdownBlock(header(runs, group, logged, metrics)), wr.TableOfContents()]
     first_new_seed = stage2_seed(runs)
+    # search.promote above 1: stage 2 trained several rates per rank, one of them chosen (the tables say which);
+    # grouped by rate too, so that no panel pools the chosen rate's runs with another's
+    by_rate = "search_promote" in runs and bool((pd.to_numeric(runs["search_promote"], errors="coerce") > 1).any())
     for init in sorted(runs["init"].dropna().unique()):
         mine = [expr.Metric("Group") == group, expr.Config(config_key(INIT)) == init]
         if first_new_seed is not None:  # search=two_stage: the verdict's runs, the new seeds of stage 2
@@ -287,9 +290,11 @@ def build_report(views: Views) -> wr.Report:
         runset = wr.Runset(
             entity=entity,
             project=project,
-            name=f"{group}: {init}" + (" (stage 2)" if first_new_seed is not None else ""),
+            name=f"{group}: {init}"
+            + (" (stage 2)" if first_new_seed is not None else "")
+            + (", by promoted rate: the tables name the chosen one" if by_rate else ""),
             filters=expr.And(*mine),
-            groupby=[f"config.{RANK}"],
+            groupby=[f"config.{RANK}"] + ([f"config.{LEARNING_RATE}"] if by_rate else []),
         )
         blocks += [
             wr.H2(f"Initialization: {init}"),

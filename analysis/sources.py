@@ -61,7 +61,9 @@ def run_row(flat: dict, config: dict, run: str) -> dict:
         # search=two_stage: 1 for the seeds that chose the learning rate, 2 for the new seeds the verdict uses
         "search_stage": stage_of(trainer.get("seed"), config.get("search")),
         "milestone_selection": flat.get("paused/selection_score"),  # stage 1: its selection score at the pause
+        "final_selection": flat.get("selection/selected_score"),  # and a winner's, trained on to the full budget
         "search_milestone": (config.get("search") or {}).get("milestone"),
+        "search_promote": (config.get("search") or {}).get("promote"),  # above 1: stage 2 trains several rates
         "selection_benchmark": flat.get("paused/selection_benchmark"),
         "status": flat.get("status"),
         "stop_reason": flat.get("stop_reason"),

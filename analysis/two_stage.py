@@ -27,6 +27,7 @@ from .rank_lr import BEST, lr_labels
 from .render import GAP, Table, cell
 
 CHOSEN = "chosen_learning_rate"
+ENDED = ("completed", "failed", "damaged")  # a trained-on stage-1 run that will not change any more
 
 
 def is_two_stage(runs: pd.DataFrame) -> bool:
@@ -35,12 +36,78 @@ def is_two_stage(runs: pd.DataFrame) -> bool:
 
 def verdict_rows(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs the comparisons use. Outside a two-stage search, all of them; in one, its stage-2 runs (and any
-    run of the folder that is not part of the search), each at its rank's chosen learning rate: `learning_rate`
-    cleared (not a setting, so the ranks are compared with each other), kept as `chosen_learning_rate`."""
+    run of the folder that is not part of the search), each at its rank's chosen learning rate (`final_choices`):
+    `learning_rate` cleared (not a setting, so the ranks are compared with each other), kept as
+    `chosen_learning_rate`. The stage-2 runs of a promoted rate that was not chosen are left out."""
     if not is_two_stage(runs):
         return runs
-    stage2 = runs[runs["search_stage"] == 2].assign(**{CHOSEN: lambda r: r["learning_rate"], "learning_rate": np.nan})
+    choices = final_choices(runs)
+    stage2 = runs[runs["search_stage"] == 2]
+    kept = [
+        choices.get((init, rank)) == lr
+        for init, rank, lr in zip(stage2["init"], stage2["rank"], stage2["learning_rate"])
+    ]
+    stage2 = stage2.loc[pd.Series(kept, index=stage2.index, dtype=bool)].assign(
+        **{CHOSEN: lambda r: r["learning_rate"], "learning_rate": np.nan}
+    )
     return pd.concat([runs[runs["search_stage"].isna()], stage2], ignore_index=True)
+
+
+def final_choices(runs: pd.DataFrame) -> dict[tuple, float]:
+    """(init, rank) -> the learning rate its verdict uses. With one promoted rate (search.promote=1), that rate.
+    With several, the one whose stage-1 runs, trained on to the full budget, score best on the selection benchmark
+    there (their selected checkpoint; the lower rate on ties): the choice at the full budget, still made by runs the
+    verdict does not use. Until every promoted rate's trained-on runs have ended, and each rate has a score, the rank
+    has no choice yet."""
+    from rlvr_sweeps.planning.search import promote
+
+    stage1, stage2 = stage1_rows(runs), runs[runs["search_stage"] == 2]
+    chosen = {}
+    for (init, rank), group in stage2.groupby(["init", "rank"], sort=False):
+        rates = sorted({float(lr) for lr in group["learning_rate"].dropna()})
+        if len(rates) == 1:
+            chosen[(init, rank)] = rates[0]
+            continue
+        mine = stage1[(stage1["init"] == init) & (stage1["rank"] == rank) & stage1["learning_rate"].isin(rates)]
+        done = mine[mine["status"] == "completed"]
+        scores = {
+            (rank, float(lr)): list(done.loc[done["learning_rate"] == lr, "final_selection"].dropna().astype(float))
+            for lr in rates
+        }
+        if mine["status"].isin(ENDED).all() and all(scores.values()):
+            chosen[(init, rank)] = promote(scores, 1)[rank][0]
+    return chosen
+
+
+def choice_notes(runs: pd.DataFrame, init) -> list[str]:
+    """Per rank of `init` with several promoted rates: which one the trained-on stage-1 runs chose at the full
+    budget, and the stage-2 runs left out of the verdict (or that the choice waits for those runs)."""
+    stage1, stage2 = stage1_rows(runs), runs[(runs["search_stage"] == 2) & (runs["init"] == init)]
+    choices, notes = final_choices(runs), []
+    for rank, group in stage2.groupby("rank", sort=False):
+        rates = sorted({float(lr) for lr in group["learning_rate"].dropna()})
+        if len(rates) < 2:
+            continue
+        listed = ", ".join(f"{lr:g}" for lr in rates)
+        choice = choices.get((init, rank))
+        if choice is None:
+            notes.append(
+                f"{column_label(rank)}: promoted {listed}; the choice between them waits for their stage-1 runs to "
+                "finish the full budget, and its stage-2 runs are not in the verdict yet."
+            )
+            continue
+        mine = stage1[(stage1["init"] == init) & (stage1["rank"] == rank) & (stage1["status"] == "completed")]
+        scored = "; ".join(
+            f"{lr:g}: {100 * mine.loc[mine['learning_rate'] == lr, 'final_selection'].astype(float).mean():.1f}"
+            for lr in rates
+        )
+        others = group[group["learning_rate"] != choice]
+        notes.append(
+            f"{column_label(rank)}: promoted {listed}; their stage-1 runs, trained on to the full budget, chose "
+            f"{choice:g} on the selection benchmark ({scored}); the {len(others)} stage-2 run(s) of the other rate(s) "
+            "are not tested."
+        )
+    return notes
 
 
 def stage1_rows(runs: pd.DataFrame) -> pd.DataFrame:
@@ -56,7 +123,7 @@ def two_stage_tables(
     tables = []
     for init, chose in stage1.groupby("init", sort=True):
         verdict = stage2[(stage2["init"] == init) & stage2["search_stage"].eq(2)] if len(stage2) else stage2
-        tables.append(search_table(init, chose, verdict, benchmark, comparisons))
+        tables.append(search_table(init, chose, verdict, benchmark, comparisons, choice_notes(runs, init)))
         tables.append(landscape_table(init, chose))
     return tables
 
@@ -66,7 +133,9 @@ def _own(comparisons: dict[tuple, Comparison], init) -> dict[tuple, Comparison]:
     return {(key[2], key[3]): c for key, c in comparisons.items() if key[1] == init}
 
 
-def search_table(init, stage1: pd.DataFrame, stage2: pd.DataFrame, benchmark: str, comparisons) -> Table:
+def search_table(
+    init, stage1: pd.DataFrame, stage2: pd.DataFrame, benchmark: str, comparisons, choices: list[str] = ()
+) -> Table:
     final_key, base_key = f"eval/{benchmark}/pass@1", f"baseline/{benchmark}/pass@1"
     found = _own(comparisons, init)
     ranks = rank_order(pd.concat([stage1["rank"], stage2["rank"]]).unique())
@@ -121,7 +190,7 @@ def search_table(init, stage1: pd.DataFrame, stage2: pd.DataFrame, benchmark: st
         "are their seed-level comparisons (Welch; * after Holm's correction over the table's comparisons, as in "
         "significance.csv). The stage-1 winners trained on to the full budget are shown for reference and are never "
         "tested: they were picked for being good."
-    ]
+    ] + list(choices)
     shown = pd.DataFrame.from_dict(frame, orient="index").fillna("")  # a rank against itself: blank
     winner = [c for c in shown if c.startswith("stage-1 winner")]
     shown = shown[[c for c in shown if c not in winner] + winner]

@@ -22,6 +22,7 @@ from analysis.__main__ import main as analysis_main
 from analysis.rank_lr import lr_labels
 from analysis.sources import load_local
 from analysis.tables import all_tables
+from analysis.two_stage import CHOSEN as CHOSEN_COLUMN
 from analysis.two_stage import tie_notes, verdict_rows
 from conftest import ROOT, train_in_process
 from rlvr_sweeps.errors import UserError
@@ -118,9 +119,21 @@ PROBLEMS = 40
 BASE = 0.25
 
 
-def write_run(sweep: Path, rank: int, lr: float, seed: int, status: str, final: float | None, selection: float):
+def write_run(
+    sweep: Path,
+    rank: int,
+    lr: float,
+    seed: int,
+    status: str,
+    final: float | None,
+    selection: float,
+    full_selection: float | None = None,
+    promote: int = 1,
+):
     run_dir = sweep / f"r{rank}-lr{lr:g}-s{seed}"
     summary = {"status": status, "global_step": 300 if status == "completed" else 75, "lora": {"rank": rank}}
+    if full_selection is not None:  # a stage-1 winner trained on: its selected checkpoint's selection score
+        summary["eval"] = {"checkpoints": {"75": selection, "300": full_selection}, "selected_step": 300}
     if seed < 2:  # stage 1: every run paused once, with its selection score
         summary["paused"] = {"fraction": 0.25, "step": 75, "selection_score": selection, "selection_benchmark": "b"}
     if final is not None:
@@ -140,7 +153,7 @@ def write_run(sweep: Path, rank: int, lr: float, seed: int, status: str, final: 
         "lora": {"rank": rank},
         "trainer": {"seed": seed, "learning_rate": lr},
         "budget": {"name": "a40_24h", "minutes": 1260},
-        "search": {"name": "two_stage", "milestone": 0.25, "stage1_seeds": 2, "promote": 1, "stage2_seeds": 3},
+        "search": {"name": "two_stage", "milestone": 0.25, "stage1_seeds": 2, "promote": promote, "stage2_seeds": 3},
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     curves = {"reward": 0.5, "rewards/accuracy_reward/mean": 0.5, "completions/mean_length": 10.0}
@@ -196,6 +209,50 @@ def test_the_verdict_uses_only_the_runs_that_did_not_choose(two_stage_sweep, tmp
     assert (out / "two_stage_landscape.png").exists()
     names = [t.name for t in all_tables(runs, 0.02)]
     assert not any("rank_x_lr" in name for name in names)  # stage 2's rates are the arms', not a swept setting
+
+
+def test_with_two_promoted_rates_the_trained_on_stage_one_runs_choose_and_the_other_rate_is_not_tested(tmp_path):
+    """search.promote=2: both rates of each rank trained on and got stage-2 seeds. The stage-1 runs, at the full
+    budget, choose each rank's rate on the selection benchmark; only that rate's stage-2 seeds are tested (the other
+    rate's score far higher, so that pooling them would change the comparison). Until a promoted rate's stage-1 runs
+    have finished, its rank has no choice and no verdict."""
+    sweep = tmp_path / "search"
+    full = {(8, 1e-5): 0.30, (8, 1e-4): 0.50, (64, 1e-5): 0.60, (64, 1e-4): 0.20}  # at the full budget
+    for (rank, lr), score in full.items():
+        for seed in (0, 1):
+            write_run(sweep, rank, lr, seed, "completed", WINNER, 0.4, full_selection=score, promote=2)
+    for (rank, lr), finals in {(8, 1e-4): STAGE2[8], (64, 1e-5): STAGE2[64]}.items():  # the rates chosen above
+        for i, final in enumerate(finals):
+            write_run(sweep, rank, lr, 2 + i, "completed", final, 0, promote=2)
+    for rank, lr in ((8, 1e-5), (64, 1e-4)):  # the promoted rates not chosen
+        for i in range(3):
+            write_run(sweep, rank, lr, 2 + i, "completed", 0.95, 0, promote=2)
+    runs, _ = load_local([str(sweep)])
+    verdict = verdict_rows(runs)
+    assert sorted(zip(verdict["rank"], verdict[CHOSEN_COLUMN])) == [(8, 1e-4)] * 3 + [(64, 1e-5)] * 3
+    out = tmp_path / "out"
+    assert analysis_main([str(sweep), "--out", str(out)]) == 0
+    significance = pd.read_csv(out / "significance.csv").set_index("comparison")
+    assert significance.loc["r=64 vs r=8", "delta"] == pytest.approx(100 * (0.30 - 0.42))
+    shown = (out / "b_pass1_two_stage_instruct.md").read_text()
+    assert "r=8: promoted 1e-05, 0.0001; their stage-1 runs, trained on to the full budget, chose 0.0001" in shown
+    assert "(1e-05: 30.0; 0.0001: 50.0); the 3 stage-2 run(s) of the other rate(s) are not tested" in shown
+    report = tmp_path / "report.json"  # the W&B report's stage-2 panels: by rank and rate, never pooled
+    args = ["--out", str(out), "--wandb", "me/p", "--group", "search", "--report-json", str(report)]
+    assert analysis_main([str(sweep), *args]) == 0
+    stage2 = next(b for b in json.loads(report.read_text())["blocks"] if b["type"] == "PanelGrid")["runsets"][0]
+    assert len(stage2["groupby"]) == 2 and "by promoted rate" in stage2["name"]
+
+    unfinished = sweep / "r8-lr1e-05-s1" / "summary.json"  # one stage-1 run of a promoted rate still training
+    summary = json.loads(unfinished.read_text())
+    unfinished.write_text(json.dumps({**summary, "status": "running", "eval": {}}))
+    runs, _ = load_local([str(sweep)])
+    assert set(verdict_rows(runs)["rank"]) == {64}
+    assert analysis_main([str(sweep), "--out", str(out)]) == 0
+    assert (
+        "r=8: promoted 1e-05, 0.0001; the choice between them waits"
+        in (out / "b_pass1_two_stage_instruct.md").read_text()
+    )
 
 
 # ---- the real thing, small ----

@@ -379,6 +379,10 @@ def flat_summary(summary: dict) -> dict:
             flat[name] = summary[name]
     for section in FLAT_SECTIONS:
         flat.update(_flatten(summary.get(section) or {}, f"{section}/"))
+    evaluated = summary.get("eval") or {}  # with eval.select_on: the selected checkpoint's selection score
+    selected = (evaluated.get("checkpoints") or {}).get(str(evaluated.get("selected_step")))
+    if selected is not None:
+        flat["selection/selected_score"] = selected
     for name, entry in (
         summary.get("milestones") or {}
     ).items():  # what each shorter budget spent (its results: metrics)
