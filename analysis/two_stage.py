@@ -61,32 +61,38 @@ def final_choices(runs: pd.DataFrame) -> dict[tuple, float]:
     has no choice yet."""
     from rlvr_sweeps.planning.search import promote
 
-    stage1, stage2 = stage1_rows(runs), runs[runs["search_stage"] == 2]
     chosen = {}
-    for (init, rank), group in stage2.groupby(["init", "rank"], sort=False):
-        rates = sorted({float(lr) for lr in group["learning_rate"].dropna()})
+    for (init, rank), (rates, scores, ended) in _promoted(runs).items():
         if len(rates) == 1:
             chosen[(init, rank)] = rates[0]
-            continue
+        elif ended and all(scores.values()):
+            chosen[(init, rank)] = promote({(rank, lr): values for lr, values in scores.items()}, 1)[rank][0]
+    return chosen
+
+
+def _promoted(runs: pd.DataFrame) -> dict[tuple, tuple[list[float], dict[float, list[float]], bool]]:
+    """(init, rank) -> its stage-2 learning rates (the promoted ones), the full-budget selection scores of their
+    trained-on stage-1 runs by rate, and whether those runs have all ended."""
+    stage1, stage2 = stage1_rows(runs), runs[runs["search_stage"] == 2]
+    found = {}
+    for (init, rank), group in stage2.groupby(["init", "rank"], sort=False):
+        rates = sorted({float(lr) for lr in group["learning_rate"].dropna()})
         mine = stage1[(stage1["init"] == init) & (stage1["rank"] == rank) & stage1["learning_rate"].isin(rates)]
         done = mine[mine["status"] == "completed"]
         scores = {
-            (rank, float(lr)): list(done.loc[done["learning_rate"] == lr, "final_selection"].dropna().astype(float))
-            for lr in rates
+            lr: list(done.loc[done["learning_rate"] == lr, "final_selection"].dropna().astype(float)) for lr in rates
         }
-        if mine["status"].isin(ENDED).all() and all(scores.values()):
-            chosen[(init, rank)] = promote(scores, 1)[rank][0]
-    return chosen
+        found[(init, rank)] = (rates, scores, bool(mine["status"].isin(ENDED).all()))
+    return found
 
 
 def choice_notes(runs: pd.DataFrame, init) -> list[str]:
     """Per rank of `init` with several promoted rates: which one the trained-on stage-1 runs chose at the full
     budget, and the stage-2 runs left out of the verdict (or that the choice waits for those runs)."""
-    stage1, stage2 = stage1_rows(runs), runs[(runs["search_stage"] == 2) & (runs["init"] == init)]
+    stage2 = runs[(runs["search_stage"] == 2) & (runs["init"] == init)]
     choices, notes = final_choices(runs), []
-    for rank, group in stage2.groupby("rank", sort=False):
-        rates = sorted({float(lr) for lr in group["learning_rate"].dropna()})
-        if len(rates) < 2:
+    for (of, rank), (rates, scores, _) in _promoted(runs).items():
+        if of != init or len(rates) < 2:
             continue
         listed = ", ".join(f"{lr:g}" for lr in rates)
         choice = choices.get((init, rank))
@@ -96,12 +102,8 @@ def choice_notes(runs: pd.DataFrame, init) -> list[str]:
                 "finish the full budget, and its stage-2 runs are not in the verdict yet."
             )
             continue
-        mine = stage1[(stage1["init"] == init) & (stage1["rank"] == rank) & (stage1["status"] == "completed")]
-        scored = "; ".join(
-            f"{lr:g}: {100 * mine.loc[mine['learning_rate'] == lr, 'final_selection'].astype(float).mean():.1f}"
-            for lr in rates
-        )
-        others = group[group["learning_rate"] != choice]
+        scored = "; ".join(f"{lr:g}: {100 * np.mean(scores[lr]):.1f}" for lr in rates)
+        others = stage2[(stage2["rank"] == rank) & (stage2["learning_rate"] != choice)]
         notes.append(
             f"{column_label(rank)}: promoted {listed}; their stage-1 runs, trained on to the full budget, chose "
             f"{choice:g} on the selection benchmark ({scored}); the {len(others)} stage-2 run(s) of the other rate(s) "

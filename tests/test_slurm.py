@@ -335,14 +335,12 @@ def test_a_relaunch_skips_runs_whose_jobs_are_still_pending(sweep):
         subprocess.run(["scancel", *jobs], env=sweep.env, capture_output=True)
 
 
-def test_a_two_stage_search_promotes_in_its_own_job_after_stage_one_and_resumes(sweep):
-    """2 ranks x 2 learning rates, wait: false. The command queues stage 1 and a CPU promotion job that depends
-    on it (afterany); that job writes search.json and queues stage 2 by itself; relaunching at any point submits
-    nothing twice."""
-    args = (
-        "name=search",
+def two_stage(name: str, rates: str) -> tuple[str, ...]:
+    """A two-stage search of ranks 4 and 8 at these rates: 4 steps, paused at 2, one stage-2 seed per rank."""
+    return (
+        f"name={name}",
         "lora.rank=4,8",
-        "trainer.learning_rate=0.001,0.01",
+        f"trainer.learning_rate={rates}",
         "budget.max_steps=4",
         "trainer.save_steps=2",
         "eval.select_on=reasoning_gym_heldout",
@@ -353,6 +351,13 @@ def test_a_two_stage_search_promotes_in_its_own_job_after_stage_one_and_resumes(
         "search.stage2_seeds=1",
         "logger=none",
     )
+
+
+def test_a_two_stage_search_promotes_in_its_own_job_after_stage_one_and_resumes(sweep):
+    """2 ranks x 2 learning rates, wait: false. The command queues stage 1 and a CPU promotion job that depends
+    on it (afterany); that job writes search.json and queues stage 2 by itself; relaunching at any point submits
+    nothing twice."""
+    args = two_stage("search", "0.001,0.01")
     first = sweep(*args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     folder = sweep.runs / "search"
@@ -387,20 +392,7 @@ def test_a_promotion_job_waits_for_stage_one_runs_resubmitted_after_it_was_queue
     """A stage-1 job cancelled and resubmitted by a relaunch is not among the queued promotion job's dependencies.
     The promotion job, finding that run still queued, hands the promotion to a job after it rather than promoting
     without its score (which would leave its rank unpromoted). The node is drained while the jobs are arranged."""
-    args = (
-        "name=retry",
-        "lora.rank=4,8",
-        "trainer.learning_rate=0.01",
-        "budget.max_steps=4",
-        "trainer.save_steps=2",
-        "eval.select_on=reasoning_gym_heldout",
-        "eval.selection.max_problems=8",
-        "eval.max_problems=16",
-        "search=two_stage",
-        "search.milestone=0.5",
-        "search.stage2_seeds=1",
-        "logger=none",
-    )
+    args = two_stage("retry", "0.01")
     folder = sweep.runs / "retry"
 
     def slurm(*command: str) -> str:
