@@ -41,10 +41,7 @@ from .policy.models import eos_token_ids, load_model, model_folder
 from .preflight_job import Preflight
 from .run.budget import (
     EVALUATION_PHASES,
-    MAX_STEPS,
-    MAX_TOKENS,
     STOP_AT,
-    WALL_CLOCK,
     Budget,
     BudgetCallback,
     BudgetMeter,
@@ -533,17 +530,16 @@ def evaluate_baseline(run: Run, resume: Resume) -> dict | None:
 def train_within_budget(run: Run, resume: Resume) -> bool:
     """Train until the budget (or a step / token / epoch limit) ends it; False when a stop signal
     (preemption, time limit) ended it first, after saving the last step."""
-    budget = run.meter.budget
-    ended = None  # a job requeued after the budget's last step (in the final evaluation): nothing left to train
-    if budget.max_steps and resume.step >= budget.max_steps:
-        ended = (MAX_STEPS, f"All {budget.max_steps} steps of the budget are trained")
-    elif budget.max_generated_tokens and resume.generated_tokens >= budget.max_generated_tokens:
-        ended = (MAX_TOKENS, f"The budget's {budget.max_generated_tokens} rollout tokens are generated")
-    elif not run.budget_callback.room_for_a_step():  # requeued at (or a step short of) the budget's end
-        ended = (WALL_CLOCK, f"No training time left in the budget ({run.meter.training_s:.0f} s spent)")
+    ended = run.budget_callback.ended(resume.step)  # a job requeued at the budget's end (in its final evaluation)
     if ended:
-        run.budget_callback.stop_reason = ended[0]
-        log.warning("%s; finishing.", ended[1])
+        run.budget_callback.stop_reason = ended
+        log.warning(
+            "The budget has ended (%s: step %d, %.0f s, %d rollout tokens spent); finishing.",
+            ended,
+            resume.step,
+            run.meter.training_s,
+            run.meter.generated_tokens,
+        )
         if resume.checkpoint:
             load_checkpoint_weights(run.trainer.model, resume.checkpoint)
             run.trainer.state.global_step = resume.step

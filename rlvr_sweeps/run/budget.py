@@ -229,6 +229,18 @@ class BudgetCallback(TrainerCallback):
         step = self.predicted_step_s() if self.step_seconds else (self.earlier_step_s or 0.0)
         return self.meter.training_s + step + self.predicted_save_s() <= self.meter.budget.seconds
 
+    def ended(self, step: int) -> str | None:
+        """Why the budget allows no step after `step` (MAX_TOKENS, WALL_CLOCK, MAX_STEPS), None when it allows one:
+        checked at every step's end, and before training by a job requeued at (or a step short of) the end."""
+        budget = self.meter.budget
+        if budget.max_generated_tokens and self.meter.generated_tokens >= budget.max_generated_tokens:
+            return MAX_TOKENS
+        if not self.room_for_a_step():
+            return WALL_CLOCK
+        if budget.max_steps and step >= budget.max_steps:
+            return MAX_STEPS
+        return None
+
     def on_train_begin(self, args, state, control, **kwargs):
         self.meter.start_training()
         self._mark = self.meter.training_s
@@ -239,12 +251,10 @@ class BudgetCallback(TrainerCallback):
         self.step_seconds.append(now - self._mark)
         self._mark = now
         self.last_step_end = (now, self.meter.generated_tokens)
-        budget = self.meter.budget
-        if budget.max_generated_tokens and self.meter.generated_tokens >= budget.max_generated_tokens:
-            self._stop(control, MAX_TOKENS)
-        elif now + self.predicted_step_s() + self.predicted_save_s() > budget.seconds:
-            self._stop(control, WALL_CLOCK)
-        elif budget.max_steps and state.global_step >= budget.max_steps:
+        reason = self.ended(state.global_step)
+        if reason in (MAX_TOKENS, WALL_CLOCK):
+            self._stop(control, reason)
+        elif reason == MAX_STEPS:
             self.stop_reason = MAX_STEPS  # the trainer stops by itself at max_steps
         elif self.stop_at and budget_ends(self.stop_at, self.meter, self, state.global_step):
             self._stop(control, STOP_AT)
